@@ -277,7 +277,7 @@ class Renderer:
     def _when(self, value: datetime, lang: str) -> str:
         local = value.astimezone(self.tz)
         sep = "at" if _lang(lang) == "en" else "à"
-        return f"{_short_date(local.date(), lang)} {sep} {local:%H:%M}"
+        return f"{_long_date(local.date(), lang)} {sep} {local:%H:%M}"
 
     def template_name(self, kind: EmailKind | str, language: str, role: Role | str) -> str:
         """`<lang>/<kind>.<role>.j2` when it exists, else `<lang>/<kind>.j2`."""
