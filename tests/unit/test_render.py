@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.policy import default
@@ -32,7 +32,7 @@ from mailflow.render import (
 CASES = [(kind, lang, role) for kind, roles in KIND_ROLES.items() for lang in LANGUAGES for role in roles]
 NASTY = '<b>Zoé</b> & "Co"'
 MENTOR_PHONE, MENTEE_PHONE = "06 98 76 54 32", "07 11 22 33 44"
-NOW = datetime(2025, 4, 2, 9, 30, tzinfo=timezone.utc)
+NOW = datetime(2025, 4, 2, 9, 30, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
@@ -259,8 +259,8 @@ INJECTIONS = [
 def _assert_clean(msg: EmailMessage) -> EmailMessage:
     raw = msg.as_bytes()
     parsed = reparse(msg)
-    assert {k.lower() for k in parsed.keys()} == EXPECTED
-    for key in parsed.keys():
+    assert {k.lower() for k in parsed} == EXPECTED
+    for key in parsed:
         assert "\n" not in str(parsed[key]) and "\r" not in str(parsed[key])
     assert [a.addr_spec for a in parsed["To"].addresses] == ["zoe@example.net"]
     assert b"\nBcc" not in raw and b"\nInjected" not in raw.replace(b"\r\n ", b"")
@@ -293,7 +293,15 @@ def test_name_with_escapes_survives_round_trip(rendered: RenderedEmail) -> None:
 )
 @pytest.mark.parametrize(
     "bad",
-    ["zoe@example.net\r\nBcc: evil@x", "zoe@example.net, evil@x", "Zoé <zoe@example.net>", "no-at-sign", "a b@example.net", "zoé@example.net", ""],
+    [
+        "zoe@example.net\r\nBcc: evil@x",
+        "zoe@example.net, evil@x",
+        "Zoé <zoe@example.net>",
+        "no-at-sign",
+        "a b@example.net",
+        "zoé@example.net",
+        "",
+    ],
 )
 def test_bad_addresses_are_refused(rendered: RenderedEmail, field: str, bad: str) -> None:
     if field == "reply_to" and bad == "":

@@ -59,9 +59,7 @@ def test_case_matters(signer: TokenSigner) -> None:
     assert signer.verify(token.upper()) is None or token.upper() == token
 
 
-@pytest.mark.parametrize(
-    "garbage", ["", "x", "a" * 30, "a" * 200, "!!!!", "é" * 30, None, 12, "====", "AAAA" * 8]
-)
+@pytest.mark.parametrize("garbage", ["", "x", "a" * 30, "a" * 200, "!!!!", "é" * 30, None, 12, "====", "AAAA" * 8])
 def test_garbage_is_none(signer: TokenSigner, garbage: object) -> None:
     assert signer.verify(garbage) is None  # type: ignore[arg-type]
 
