@@ -7,10 +7,10 @@ rejected with the key named. Secrets are `SecretStr`, taken from the file, the e
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import os
 import tomllib
-import datetime as dt
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -40,7 +40,10 @@ def _read_secret_file(path: Path | None, key: str) -> SecretStr | None:
 class DatabaseSettings(_Section):
     """Where the data lives."""
 
-    url: str = Field("sqlite:///mailflow.db", description="SQLAlchemy URL: sqlite:////abs/path.db (embedded default) or postgresql+psycopg://user@host:port/db (several instances).")
+    url: str = Field(
+        "sqlite:///mailflow.db",
+        description="SQLAlchemy URL: sqlite:////abs/path.db (embedded default) or postgresql+psycopg://user@host:port/db (several instances).",
+    )
     url_file: Path | None = Field(None, description="Read the URL (it may hold a password) from this file instead.")
 
     @model_validator(mode="after")
@@ -61,7 +64,10 @@ class SmtpSettings(_Section):
 
     host: str = Field("127.0.0.1", description="SMTP relay host.")
     port: int = Field(25, ge=1, le=65535, description="SMTP relay port (587 for starttls, 465 for implicit).")
-    tls: Literal["none", "starttls", "implicit"] = Field("none", description="none | starttls | implicit. Certificates are verified; starttls refuses a server that does not offer it.")
+    tls: Literal["none", "starttls", "implicit"] = Field(
+        "none",
+        description="none | starttls | implicit. Certificates are verified; starttls refuses a server that does not offer it.",
+    )
     username: str | None = Field(None, description="SMTP AUTH user; no AUTH when unset.")
     password: SecretStr | None = Field(None, description="SMTP AUTH password (prefer password_file or the env).")
     password_file: Path | None = Field(None, description="Read the SMTP password from this file.")
@@ -69,7 +75,9 @@ class SmtpSettings(_Section):
     timeout_s: float = Field(30.0, gt=0, description="Timeout of one SMTP command, seconds.")
     max_connections: int = Field(4, ge=1, le=64, description="Concurrent SMTP connections (each reused).")
     rate_per_minute: int = Field(600, ge=1, description="At most this many messages per minute.")
-    retry_first_s: float = Field(10.0, gt=0, description="First retry after a 4xx/timeout/disconnect, seconds; doubles each time.")
+    retry_first_s: float = Field(
+        10.0, gt=0, description="First retry after a 4xx/timeout/disconnect, seconds; doubles each time."
+    )
     retry_max_s: float = Field(1800.0, gt=0, description="Cap of the retry delay, seconds.")
     retry_horizon_h: float = Field(48.0, gt=0, description="Give up (state failed) after this many hours of transient failures.")
 
@@ -111,14 +119,21 @@ class ImapSettings(_Section):
 class MailSettings(_Section):
     """Who the emails come from and the links they carry."""
 
-    from_address: str = Field("mentorat@example.org", description="Sender address; reply and bounce addresses are plus-addresses of it (local+TOKEN@domain).")
+    from_address: str = Field(
+        "mentorat@example.org",
+        description="Sender address; reply and bounce addresses are plus-addresses of it (local+TOKEN@domain).",
+    )
     from_name: str = Field("Programme de mentorat", description="Display name on every email.")
     programme_name: str = Field("Programme de mentorat", description="The programme's name in the emails.")
-    team_address: str = Field("", description="The team's shared address (urgent alerts also go there when set); shown in emails. Empty: from_address.")
+    team_address: str = Field(
+        "", description="The team's shared address (urgent alerts also go there when set); shown in emails. Empty: from_address."
+    )
     team_phone: str = Field("", description="The team's phone number shown in emails (optional).")
     website: str = Field("", description="The programme's website (optional).")
     survey_url: str = Field("https://example.org/questionnaire", description="Satisfaction survey link in the closure email.")
-    review_guide_url: str = Field("https://example.org/guide-bilan", description="Review ('bilan') guide link in the closure email.")
+    review_guide_url: str = Field(
+        "https://example.org/guide-bilan", description="Review ('bilan') guide link in the closure email."
+    )
 
     @field_validator("from_address")
     @classmethod
@@ -136,9 +151,14 @@ class MailSettings(_Section):
 class SecuritySettings(_Section):
     """Signing of reply and bounce tokens."""
 
-    secret: SecretStr = Field(SecretStr("change-me-insecure-default"), description="HMAC secret for reply tokens. Set it (env or secret_file) in production.")
+    secret: SecretStr = Field(
+        SecretStr("change-me-insecure-default"),
+        description="HMAC secret for reply tokens. Set it (env or secret_file) in production.",
+    )
     secret_file: Path | None = Field(None, description="Read the token secret from this file.")
-    old_secrets: list[SecretStr] = Field(default_factory=list, description="Previous secrets: tokens signed with them still verify (rotation).")
+    old_secrets: list[SecretStr] = Field(
+        default_factory=list, description="Previous secrets: tokens signed with them still verify (rotation)."
+    )
 
     @model_validator(mode="after")
     def _secret(self) -> SecuritySettings:
@@ -152,7 +172,9 @@ class SecuritySettings(_Section):
 class CalendarSettings(_Section):
     """The programme calendar (from the programme guide)."""
 
-    timezone: str = Field("Europe/Paris", description="Programme time zone: days, windows and --now without offset are read in it.")
+    timezone: str = Field(
+        "Europe/Paris", description="Programme time zone: days, windows and --now without offset are read in it."
+    )
     window_start: dt.time = Field(dt.time(8, 0), description="Emails go out from this local time...")
     window_end: dt.time = Field(dt.time(20, 0), description="...until this local time.")
     window_days: list[int] = Field([0, 1, 2, 3, 4, 5], description="Days emails go out, 0 = Monday ... 6 = Sunday.")
@@ -204,8 +226,14 @@ class InboundSettings(_Section):
 class RetentionSettings(_Section):
     """How long personal data is kept (mailflow purge)."""
 
-    closed_pair_months: int = Field(12, ge=1, description="Personal data of a closed pair is removed this many months after closure.")
-    processed_messages_days: int = Field(30, ge=1, description="Processed inbound messages (and their copies in the mailbox folders) are removed after this many days.")
+    closed_pair_months: int = Field(
+        12, ge=1, description="Personal data of a closed pair is removed this many months after closure."
+    )
+    processed_messages_days: int = Field(
+        30,
+        ge=1,
+        description="Processed inbound messages (and their copies in the mailbox folders) are removed after this many days.",
+    )
 
 
 class LoggingSettings(_Section):

@@ -22,7 +22,9 @@ class ImportResult:
     corrected: int  # bounced addresses corrected by the new roster
 
 
-def _person(session: Session, known: dict[str, Person], role: Role, row: PersonRow | None, email: str, name: str, now: datetime) -> Person:
+def _person(
+    session: Session, known: dict[str, Person], role: Role, row: PersonRow | None, email: str, name: str, now: datetime
+) -> Person:
     person = known.get(email)
     if person is not None:
         return person
@@ -42,7 +44,11 @@ def _person(session: Session, known: dict[str, Person], role: Role, row: PersonR
 def _role_conflicts(rows: list[PairRow], known: dict[str, Person]) -> list[str]:
     problems = []
     for row in rows:
-        for role, email in ((Role.MENTOR, row.mentor.email), (Role.MENTEE, row.mentee.email), (Role.REFERENT, row.referent.email)):
+        for role, email in (
+            (Role.MENTOR, row.mentor.email),
+            (Role.MENTEE, row.mentee.email),
+            (Role.REFERENT, row.referent.email),
+        ):
             person = known.get(email)
             if person is not None and person.role != role.value:
                 problems.append(f"line {row.line}, column {role.value}_email: already known as a {person.role}")

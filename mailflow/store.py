@@ -116,7 +116,9 @@ def apply_flag_action(session: Session, pair_id: int, action: RaiseFlag | ClearF
         if current is None:
             attempt = 1 + (
                 session.exec(
-                    select(func.count()).select_from(Flag).where(Flag.pair_id == pair_id, Flag.kind == action.kind.value, Flag.who == who)
+                    select(func.count())
+                    .select_from(Flag)
+                    .where(Flag.pair_id == pair_id, Flag.kind == action.kind.value, Flag.who == who)
                 ).one()
             )
             session.add(Flag(pair_id=pair_id, kind=action.kind.value, who=who, reason=action.reason, since=now, attempt=attempt))

@@ -118,7 +118,8 @@ class OutboxMessage(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     idem_key: str = Field(max_length=200)
     pair_id: int | None = Field(default=None, foreign_key="pairs.id", index=True)
-    person_id: int = Field(foreign_key="people.id", index=True)
+    person_id: int | None = Field(default=None, foreign_key="people.id", index=True)  # None: the team address
+    to_address: str = Field(max_length=320)  # refreshed from the person at send time (address corrections)
     kind: str = Field(max_length=32)
     role: str = Field(max_length=16)
     slot: str = Field(max_length=64)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from sqlalchemy.exc import OperationalError
 
 from mailflow import __version__
 from mailflow.cli.context import AppContext, fail
@@ -32,16 +33,25 @@ def _version(value: bool) -> None:
 @app.callback()
 def _global(
     ctx: typer.Context,
-    config: Annotated[Optional[Path], typer.Option("--config", help="Config file (default: $MAILFLOW_CONFIG, else config/mailflow.toml if present).")] = None,  # noqa: UP045
-    now: Annotated[Optional[str], typer.Option("--now", help="Fix the clock (ISO-8601; without offset: programme time zone). Also MAILFLOW_NOW.")] = None,  # noqa: UP045
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")] = False,
+    config: Annotated[
+        Optional[Path],
+        typer.Option("--config", help="Config file (default: $MAILFLOW_CONFIG, else config/mailflow.toml if present)."),
+    ] = None,  # noqa: UP045
+    now: Annotated[
+        Optional[str],
+        typer.Option("--now", help="Fix the clock (ISO-8601; without offset: programme time zone). Also MAILFLOW_NOW."),
+    ] = None,  # noqa: UP045
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
 ) -> None:
     ctx.obj = AppContext(config_path=config, now_text=now or os.environ.get("MAILFLOW_NOW") or None)
 
 
 def _register() -> None:
-    from mailflow.cli import commands, pairs
+    from mailflow.cli import commands, ops, pairs
 
+    ops.register(app, pairs.app)
     app.add_typer(pairs.app, name="pairs")
     commands.register(app)
 
@@ -54,5 +64,7 @@ def main() -> None:
         app()
     except MailflowError as exc:
         fail(str(exc))
+    except OperationalError as exc:
+        fail(f"database error: {exc.orig} (check database.url; run `mailflow init`)")
     except KeyboardInterrupt:
         sys.exit(130)

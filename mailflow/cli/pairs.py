@@ -38,7 +38,10 @@ def import_(ctx: typer.Context, file: Annotated[Path, typer.Argument(help="Roste
             typer.echo(f"{file}: {problem}", err=True)
         typer.echo(f"error: {len(exc.problems)} problem(s); nothing was imported", err=True)
         raise SystemExit(1) from None
-    typer.echo(f"imported {result.created} new pair(s), {result.unchanged} already known" + (f", {result.corrected} address(es) corrected" if result.corrected else ""))
+    typer.echo(
+        f"imported {result.created} new pair(s), {result.unchanged} already known"
+        + (f", {result.corrected} address(es) corrected" if result.corrected else "")
+    )
 
 
 @app.command("list")
@@ -63,7 +66,15 @@ def list_(
     table = Table("ref", "state", "mentor", "mentee", "referent", "matched on", "flags")
     for p in pairs:
         flags = ", ".join(f"{f['kind']}({f['who']})" if f["who"] else f["kind"] for f in p["flags"])
-        table.add_row(p["ref"], p["state"], p["mentor"]["first_name"], p["mentee"]["first_name"], p["referent"]["name"], p["matched_on"], flags)
+        table.add_row(
+            p["ref"],
+            p["state"],
+            p["mentor"]["first_name"],
+            p["mentee"]["first_name"],
+            p["referent"]["name"],
+            p["matched_on"],
+            flags,
+        )
     Console().print(table)
     typer.echo(f"{len(pairs)} pair(s)")
 

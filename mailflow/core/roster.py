@@ -28,7 +28,12 @@ MUST_HAVE_VALUE = {
 LANGUAGES = ("fr", "en")
 _REF_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\u0085]")
-_TRACK_ALIASES = {"stage-alternance": "stage_alternance", "stage/alternance": "stage_alternance", "stage": "stage_alternance", "alternance": "stage_alternance"}
+_TRACK_ALIASES = {
+    "stage-alternance": "stage_alternance",
+    "stage/alternance": "stage_alternance",
+    "stage": "stage_alternance",
+    "alternance": "stage_alternance",
+}
 
 
 @dataclass(frozen=True)

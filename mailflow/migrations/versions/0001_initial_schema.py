@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 10:19:04.953399
+Create Date: 2026-11-26
 """
 
 from alembic import op
@@ -128,7 +128,8 @@ def upgrade() -> None:
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('idem_key', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
     sa.Column('pair_id', sa.Integer(), nullable=True),
-    sa.Column('person_id', sa.Integer(), nullable=False),
+    sa.Column('person_id', sa.Integer(), nullable=True),
+    sa.Column('to_address', sqlmodel.sql.sqltypes.AutoString(length=320), nullable=False),
     sa.Column('kind', sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
     sa.Column('role', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
     sa.Column('slot', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),

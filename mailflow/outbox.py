@@ -1,0 +1,245 @@
+"""The outbox: claim due rows -> render -> send over SMTP -> record. Never lost, never a second Message-ID.
+
+Order of side effects for one row:
+  pending --claim (commit: state=sending, lease)--> SMTP DATA --250--> sent (commit)
+The Message-ID is fixed when the row is queued, so a row found `sending` after a crash (its lease
+expired, or on SQLite: any `sending` row at start, since only one instance runs) is sent again
+with the SAME Message-ID: receivers deduplicate on it. Guarantee: never lost; at most one resend
+after a crash, with the same Message-ID; never a new Message-ID for the same email.
+Failures: 4xx/timeout/disconnect -> pending again with exponential backoff (retry_first_s,
+doubling, capped at retry_max_s), `failed` past retry_horizon_h; 550/551/553 -> `failed` at once,
+the person gets a bounce (call flag, mail held); relay refusals (535, 554 for all, TLS policy) ->
+the row goes back to pending untouched and sending pauses (RelayRejectedError to the caller).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import Engine, or_, update
+from sqlmodel import Session, col, select
+
+from mailflow.adapters.db import session_scope
+from mailflow.adapters.smtp import SmtpConfig, SmtpSender
+from mailflow.adapters.tables import OutboxMessage, Pair, Person
+from mailflow.compose import Composer
+from mailflow.config import Settings
+from mailflow.core.calendar import in_window
+from mailflow.core.model import Event, EventKind, Role
+from mailflow.effects import Outgoing, advance
+from mailflow.errors import DeliveryError, PermanentDeliveryError, RelayRejectedError, TransientDeliveryError
+from mailflow.store import get_pair
+
+log = logging.getLogger("mailflow.outbox")
+PENDING, SENDING, SENT, FAILED, HELD = "pending", "sending", "sent", "failed", "held"
+
+
+@dataclass
+class SendStats:
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+    held: int = 0
+    paused: str | None = None  # the operator error when the relay refuses us
+    message_ids: list[str] = field(default_factory=list)
+
+
+def smtp_config(settings: Settings) -> SmtpConfig:
+    s = settings.smtp
+    return SmtpConfig(
+        host=s.host, port=s.port, tls=s.tls, username=s.username,
+        password=s.password.get_secret_value() if s.password else None, timeout_s=s.timeout_s,
+        cafile=str(s.cafile) if s.cafile else None,
+    )  # fmt: skip
+
+
+def backoff_s(attempts: int, first_s: float, max_s: float) -> float:
+    return min(max_s, first_s * (2 ** max(0, attempts - 1)))
+
+
+def release_stale(engine: Engine, now: datetime, *, all_sending: bool = False) -> int:
+    """Make crashed sends claimable again (same row, same Message-ID)."""
+    with session_scope(engine) as session:
+        cond = OutboxMessage.state == SENDING
+        if not all_sending:
+            cond = cond & (col(OutboxMessage.lease_until) < now)
+        result = session.execute(update(OutboxMessage).where(cond).values(state=PENDING, lease_owner=None, lease_until=None))
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def claim(engine: Engine, now: datetime, owner: str, limit: int, lease_s: float) -> list[int]:
+    """Take up to `limit` due rows (FOR UPDATE SKIP LOCKED on PostgreSQL; SQLite has one writer)."""
+    with session_scope(engine) as session:
+        due = or_(
+            (col(OutboxMessage.state) == PENDING) & (col(OutboxMessage.not_before) <= now),
+            (col(OutboxMessage.state) == SENDING) & (col(OutboxMessage.lease_until) < now),
+        )
+        query = select(OutboxMessage).where(due).order_by(col(OutboxMessage.not_before), col(OutboxMessage.id)).limit(limit)
+        rows = list(session.exec(query.with_for_update(skip_locked=True)))
+        for row in rows:
+            row.state, row.lease_owner, row.lease_until = SENDING, owner, now + timedelta(seconds=lease_s)
+            row.attempts += 1
+            session.add(row)
+        return [r.id for r in rows if r.id is not None]
+
+
+def _mark(engine: Engine, row_id: int, owner: str, **values: object) -> None:
+    with session_scope(engine) as session:
+        session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == row_id, OutboxMessage.lease_owner == owner)  # type: ignore[arg-type]
+            .values(lease_owner=None, lease_until=None, **values)
+        )
+
+
+def _bounce(engine: Engine, row: OutboxMessage, settings: Settings, now: datetime) -> None:
+    """A permanent refusal of a participant's address: hold their mail and flag a call (reason bounce)."""
+    with session_scope(engine) as session:
+        if row.person_id is None:
+            return
+        person = session.get(Person, row.person_id)
+        if person is None or person.role == Role.REFERENT.value:
+            return
+        person.bounced = True
+        session.add(person)
+        if row.pair_id is None:
+            return
+        pair = session.get(Pair, row.pair_id)
+        assert pair is not None
+        pair = get_pair(session, pair.ref, for_update=True)
+        event = Event(EventKind.BOUNCE, now, who=Role(person.role), data={"permanent": "true", "source": "smtp"})
+        advance(session, pair, now, settings.policy(), Outgoing(settings.mail.domain, settings.mail.team_address), [event])
+
+
+class OutboxSender:
+    """Drains due outbox rows through `max_connections` reused SMTP connections, rate-limited."""
+
+    def __init__(self, engine: Engine, settings: Settings, owner: str, clock: Callable[[], datetime],
+                 sender_factory: Callable[[], SmtpSender] | None = None) -> None:  # fmt: skip
+        self.engine, self.settings, self.owner, self.clock = engine, settings, owner, clock
+        self.composer = Composer(settings)
+        self.sender_factory = sender_factory or (lambda: SmtpSender(smtp_config(settings)))
+        self._interval_s = 60.0 / settings.smtp.rate_per_minute
+        self._next_slot = 0.0
+        self._lease_s = max(60.0, settings.smtp.timeout_s * 4)
+
+    async def _pace(self) -> None:
+        now = time.monotonic()
+        wait = self._next_slot - now
+        self._next_slot = max(now, self._next_slot) + self._interval_s
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+    async def run_once(self, limit: int = 1000) -> SendStats:
+        """Send everything due now (inside the sending window); returns what happened."""
+        stats = SendStats()
+        now = self.clock()
+        if not in_window(now, self.settings.policy()):
+            return stats
+        ids = claim(self.engine, now, self.owner, limit, self._lease_s)
+        if not ids:
+            return stats
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        for row_id in ids:
+            queue.put_nowait(row_id)
+        workers = [self._worker(queue, stats) for _ in range(min(self.settings.smtp.max_connections, len(ids)))]
+        await asyncio.gather(*workers)
+        self._release_unsent(queue)
+        return stats
+
+    def _release_unsent(self, queue: asyncio.Queue[int]) -> None:
+        while not queue.empty():
+            _mark(self.engine, queue.get_nowait(), self.owner, state=PENDING, attempts=OutboxMessage.attempts - 1)
+
+    async def _worker(self, queue: asyncio.Queue[int], stats: SendStats) -> None:
+        async with self.sender_factory() as smtp:
+            while not queue.empty() and stats.paused is None:
+                row_id = queue.get_nowait()
+                try:
+                    await self._send_one(smtp, row_id, stats)
+                except asyncio.CancelledError:
+                    _mark(self.engine, row_id, self.owner, state=PENDING)  # released, same Message-ID next time
+                    raise
+
+    async def _send_one(self, smtp: SmtpSender, row_id: int, stats: SendStats) -> None:
+        with Session(self.engine) as session:
+            row = session.get(OutboxMessage, row_id)
+            if row is None or row.lease_owner != self.owner:
+                return
+            composed = self.composer.compose(session, row)
+        if composed is None:  # the recipient's address bounced: hold until corrected
+            _mark(self.engine, row_id, self.owner, state=HELD)
+            stats.held += 1
+            return
+        await self._pace()
+        try:
+            await smtp.send(composed.message, mail_from=composed.mail_from, rcpt_to=composed.rcpt_to)
+        except RelayRejectedError as exc:
+            _mark(self.engine, row_id, self.owner, state=PENDING, attempts=row.attempts - 1)
+            stats.paused = str(exc)
+            return
+        except PermanentDeliveryError as exc:
+            _mark(self.engine, row_id, self.owner, state=FAILED, last_error=str(exc)[:500])
+            _bounce(self.engine, row, self.settings, self.clock())
+            stats.failed += 1
+            log.warning("send failed permanently", extra={"action": "outbox_failed", "outbox_id": row_id, "code": exc.code})
+            return
+        except (TransientDeliveryError, DeliveryError) as exc:
+            self._retry_later(row, exc, stats)
+            return
+        _mark(self.engine, row_id, self.owner, state=SENT, sent_at=self.clock(), last_error="")
+        stats.sent += 1
+        stats.message_ids.append(row.message_id)
+        log.info("sent", extra={"action": "outbox_sent", "outbox_id": row_id, "kind": row.kind})
+
+    def _retry_later(self, row: OutboxMessage, exc: DeliveryError, stats: SendStats) -> None:
+        s = self.settings.smtp
+        now = self.clock()
+        assert row.id is not None
+        if now - row.created_at > timedelta(hours=s.retry_horizon_h):
+            _mark(self.engine, row.id, self.owner, state=FAILED, last_error=str(exc)[:500])
+            stats.failed += 1
+            return
+        delay = backoff_s(row.attempts, s.retry_first_s, s.retry_max_s)
+        _mark(
+            self.engine, row.id, self.owner, state=PENDING, not_before=now + timedelta(seconds=delay), last_error=str(exc)[:500]
+        )
+        stats.retried += 1
+        log.info("send deferred", extra={"action": "outbox_retry", "outbox_id": row.id, "code": exc.code, "delay_s": delay})
+
+
+def unhold(session: Session, person_id: int) -> None:
+    """An address was corrected: its held mail goes out again."""
+    session.execute(
+        update(OutboxMessage).where(OutboxMessage.person_id == person_id, OutboxMessage.state == HELD).values(state=PENDING)  # type: ignore[arg-type]
+    )
+
+
+def outbox_rows(session: Session, state: str | None = None) -> list[OutboxMessage]:
+    query = select(OutboxMessage).order_by(col(OutboxMessage.id))
+    if state:
+        query = query.where(OutboxMessage.state == state)
+    return list(session.exec(query))
+
+
+def retry_row(engine: Engine, row_id: int, now: datetime) -> OutboxMessage:
+    from mailflow.errors import NotFoundError
+
+    with session_scope(engine) as session:
+        row = session.get(OutboxMessage, row_id)
+        if row is None:
+            raise NotFoundError(f"no outbox message {row_id} (see `mailflow outbox list`)")
+        if row.state == SENT:
+            raise NotFoundError(f"outbox message {row_id} was already sent; it is not sent twice")
+        row.state, row.not_before, row.attempts, row.created_at, row.last_error = PENDING, now, 0, now, ""
+        session.add(row)
+        return row
+
+
+__all__ = ["OutboxSender", "SendStats", "json"]
