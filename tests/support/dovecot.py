@@ -13,6 +13,7 @@ import os
 import pwd
 import re
 import shutil
+import signal
 import smtplib
 import subprocess
 import tempfile
@@ -32,6 +33,15 @@ def dovecot_binary() -> str | None:
     return shutil.which("dovecot") or (
         "/usr/sbin/dovecot" if Path("/usr/sbin/dovecot").exists() else None
     )
+
+
+def _signal_group(pgid: int, sig: int) -> bool:
+    """Send sig to the process group; False when the group no longer exists."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 class DovecotServer:
@@ -85,6 +95,9 @@ log_path = {self.log}
 protocols = imap lmtp
 listen = {HOST}
 {users_block}auth_username_format = %Ln
+# tests log in with wrong passwords on purpose: no 2 s failure delay, no per-IP auth penalty
+# (the penalty is switched off by the anvil-auth-penalty listener below)
+auth_failure_delay = 0
 ssl = yes
 ssl_cert = <{self.dir}/cert.pem
 ssl_key = <{self.dir}/key.pem
@@ -111,7 +124,10 @@ service imap-login {{
   }}
 }}
 service anvil {{
-{chroot}}}
+{chroot}  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
+}}
 service lmtp {{
   inet_listener lmtp {{
     port = {self.lmtp_port}
@@ -151,6 +167,7 @@ service lmtp {{
             stdin=subprocess.DEVNULL,
             stdout=stderr,
             stderr=stderr,
+            start_new_session=True,  # own process group: stop() can end the children too
         )
         stderr.close()
         deadline = time.monotonic() + timeout_s
@@ -162,15 +179,25 @@ service lmtp {{
             time.sleep(0.02)
 
     def stop(self, timeout_s: float = 15.0) -> None:
+        """Stop the master AND every child, like a real server going down.
+
+        SIGTERM to the `-F` master alone leaves logged-in imap processes running (measured):
+        clients would keep working on a "stopped" server. So the whole process group goes.
+        """
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout_s)
+        group = self.proc.pid
+        _signal_group(group, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            _signal_group(group, signal.SIGKILL)
+            self.proc.wait(timeout_s)
+        deadline = time.monotonic() + timeout_s
+        while _signal_group(group, 0):  # children still exiting
+            if time.monotonic() > deadline:
+                _signal_group(group, signal.SIGKILL)
+            time.sleep(0.02)
         self.proc = None
 
     def restart(self) -> None:
