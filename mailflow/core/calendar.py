@@ -1,6 +1,7 @@
 """Programme-time arithmetic: the Paris calendar, the sending window, day N and month N.
 
-Everything is pure and takes tz-aware datetimes; results are tz-aware in the programme's time zone.
+Everything is pure and takes tz-aware datetimes. Instants it builds are in UTC: a local time in the
+repeated hour of October would otherwise never compare equal (==) to other zones' datetimes (PEP 495).
 DST is handled by zoneinfo: local wall times are built with `datetime.combine(..., tzinfo=zone)` and
 normalised through UTC, so a time that does not exist (02:30 on the last Sunday of March) maps to
 the instant it names in the old offset (03:30 CEST), and an ambiguous one (02:30 on the last Sunday of
@@ -33,10 +34,8 @@ def local_date(t: datetime, policy: Policy) -> date:
 
 
 def at_local(d: date, wall: time, policy: Policy) -> datetime:
-    """The instant of wall-clock time `wall` on local date `d` (DST-correct)."""
-    tz = zone(policy)
-    naive_local = datetime.combine(d, wall.replace(tzinfo=None), tzinfo=tz)
-    return naive_local.astimezone(UTC).astimezone(tz)
+    """The instant (in UTC) of wall-clock time `wall` on local date `d` (DST-correct)."""
+    return datetime.combine(d, wall.replace(tzinfo=None), tzinfo=zone(policy)).astimezone(UTC)
 
 
 def in_window(t: datetime, policy: Policy) -> bool:

@@ -185,9 +185,7 @@ def _first_contact_reminders(c: _Ctx) -> Iterator[Due]:
     due_now = [d for d in pending if day_n(base, d, c.policy) <= c.now]
     later = [d for d in pending if d not in due_now]
     for d in due_now[-1:] + later[:1]:  # catch-up: only the latest due one; and the next one
-        yield from c.participant_mail(
-            day_n(base, d, c.policy), EmailKind.FIRST_CONTACT_REMINDER, reminder_slot(d), (Role.MENTEE,)
-        )
+        yield from c.participant_mail(day_n(base, d, c.policy), EmailKind.FIRST_CONTACT_REMINDER, reminder_slot(d), (Role.MENTEE,))
 
 
 def _no_contact(c: _Ctx) -> Iterator[Due]:
@@ -242,9 +240,15 @@ def _round_duties(c: _Ctx, n: int, start: Stamp) -> Iterator[Due]:
             continue
         if not superseded:
             yield from c.participant_mail(reminder_at, EmailKind.FOLLOWUP_REMINDER, followup_slot(n), (role,))
-        called = h.raised.get((FlagKind.CALL, role, FlagReason.NO_REPLY.value), -1) > start.index
-        if (FlagKind.CALL, role) not in h.open_flags and not called:
+        if not _call_flag_seen_since(h, role, start.index):
             yield Due(call_at, RaiseFlag(FlagKind.CALL, role, FlagReason.NO_REPLY.value))
+
+
+def _call_flag_seen_since(h: History, role: Role, index: int) -> bool:
+    """Whether `role` has had a call flag open at some point since log position `index` (one per round:
+    a flag open when the round started, or cleared since by a call, counts for the round)."""
+    key = (FlagKind.CALL, role)
+    return key in h.open_flags or h.last_cleared.get(key, -1) > index
 
 
 def _checkpoint(c: _Ctx) -> Iterator[Due]:

@@ -40,6 +40,7 @@ class History:
     support_replies: list[int] = field(default_factory=list)  # replies that need an urgent_alert
     open_flags: dict[FlagKey, OpenFlag] = field(default_factory=dict)
     raised: dict[tuple[FlagKind, Role | None, str], int] = field(default_factory=dict)  # last raise by reason
+    last_cleared: dict[FlagKey, int] = field(default_factory=dict)
     pending_raises: dict[FlagKey, str] = field(default_factory=dict)  # asked for by an event, not raised yet
     call_done: dict[Role | None, int] = field(default_factory=dict)
     corrected: dict[Role | None, int] = field(default_factory=dict)  # ADDRESS_CORRECTED per person

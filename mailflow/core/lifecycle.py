@@ -269,6 +269,7 @@ def _read_flag_raised(h: History, i: int, e: Event) -> None:
 def _read_flag_cleared(h: History, i: int, e: Event) -> None:
     if e.flag is not None:
         h.open_flags.pop((e.flag, e.who), None)
+        h.last_cleared[(e.flag, e.who)] = i
 
 
 _RECORD_READERS: dict[EventKind, Callable[[History, int, Event], None]] = {
@@ -353,9 +354,7 @@ def decide(pair: PairView, now: datetime, events: Sequence[Event], policy: Polic
     raise LifecycleError(f"pair {pair.ref}: the lifecycle did not settle at {now.isoformat()}")
 
 
-def _decide_once(
-    pair: PairView, now: datetime, log: Sequence[Event], policy: Policy
-) -> tuple[State, list[Action], datetime | None]:
+def _decide_once(pair: PairView, now: datetime, log: Sequence[Event], policy: Policy) -> tuple[State, list[Action], datetime | None]:
     h = read_log(log, policy)
     state = h.state
     deadline = no_contact_deadline(h, policy)
