@@ -20,6 +20,7 @@ aioimaplib 2.0.3 facts this relies on (measured against Dovecot 2.3):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import re
@@ -129,18 +130,14 @@ class ImapMailbox:
         await self.connect()
         return self
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         await self.close()
 
     # -- plumbing ---------------------------------------------------------------------------
     def _check_policy(self) -> None:
         cfg = self.config
         if cfg.tls == "none" and not _is_loopback(cfg.host):
-            raise ImapTLSPolicyError(
-                "refusing to send the IMAP password in clear to a non-loopback host: set imap.tls to implicit"
-            )
+            raise ImapTLSPolicyError("refusing to send the IMAP password in clear to a non-loopback host: set imap.tls to implicit")
         if cfg.tls not in ("none", "implicit"):
             raise ImapTLSPolicyError(f"unknown IMAP tls mode {cfg.tls!r} (none or implicit)")
 
@@ -155,9 +152,7 @@ class ImapMailbox:
             raise MailboxError(f"IMAP {what} failed: connection lost")
         lost = asyncio.ensure_future(self._lost.wait())
         try:
-            done, _ = await asyncio.wait(
-                {task, lost}, timeout=timeout_s or self.config.timeout_s, return_when=asyncio.FIRST_COMPLETED
-            )
+            done, _ = await asyncio.wait({task, lost}, timeout=timeout_s or self.config.timeout_s, return_when=asyncio.FIRST_COMPLETED)
         finally:
             lost.cancel()
         if task not in done:
@@ -169,7 +164,7 @@ class ImapMailbox:
             return task.result()
         except ssl.SSLError as exc:
             raise ImapTLSPolicyError(f"IMAP {what} failed: TLS: {exc.reason or exc}") from exc
-        except (aioimaplib.AioImapException, OSError, TimeoutError, asyncio.TimeoutError) as exc:
+        except (aioimaplib.AioImapException, OSError, TimeoutError) as exc:
             self._lost.set()
             raise MailboxError(f"IMAP {what} failed: {type(exc).__name__}") from exc
 
@@ -217,10 +212,8 @@ class ImapMailbox:
         if client is None:
             return
         if not self._lost.is_set() and client.protocol.state in (aioimaplib.AUTH, aioimaplib.SELECTED):
-            try:
+            with contextlib.suppress(TimeoutError, aioimaplib.AioImapException, OSError):
                 await asyncio.wait_for(client.logout(), min(self.config.timeout_s, 5))
-            except (aioimaplib.AioImapException, OSError, asyncio.TimeoutError):
-                pass
         transport = client.protocol.transport
         if transport is not None:
             transport.close()

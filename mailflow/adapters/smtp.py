@@ -102,10 +102,7 @@ def check_tls_policy(config: SmtpConfig) -> None:
     if config.tls not in ("none", "starttls", "implicit"):
         raise SmtpTLSPolicyError(f"unknown SMTP tls mode {config.tls!r}")
     if config.tls == "none" and config.username is not None and not is_loopback(config.host):
-        raise SmtpTLSPolicyError(
-            "refusing to send an SMTP password in clear to a non-loopback host: "
-            "set smtp.tls to starttls or implicit"
-        )
+        raise SmtpTLSPolicyError("refusing to send an SMTP password in clear to a non-loopback host: set smtp.tls to starttls or implicit")
 
 
 def _describe(phase: str, code: int | None, text: str = "") -> str:
@@ -155,9 +152,7 @@ def translate_error(exc: BaseException, phase: str = "send") -> DeliveryError:
         }.get(type(exc), phase)
         return _by_code(phase, exc.code, exc.message)
     cause = exc if isinstance(exc, ssl.SSLError) else exc.__cause__
-    if isinstance(cause, ssl.SSLError) and not isinstance(
-        cause, (ssl.SSLEOFError, ssl.SSLZeroReturnError)
-    ):
+    if isinstance(cause, ssl.SSLError) and not isinstance(cause, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
         return SmtpTLSPolicyError(f"SMTP TLS failed in {phase}: {cause.reason or 'handshake'}")
     if isinstance(exc, (aiosmtplib.SMTPTimeoutError, TimeoutError)):
         return TransientDeliveryError(f"SMTP {phase} timed out")
@@ -185,9 +180,7 @@ class SmtpSender:
     async def __aenter__(self) -> SmtpSender:
         return self
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         await self.close()
 
     def _tls_context(self) -> ssl.SSLContext:

@@ -71,9 +71,7 @@ async def test_append_uids_fetch_move(dovecot: DovecotServer, user: tuple[str, s
     assert dovecot.list_folder("Processed", user=user[0]) == [raw(0)]
 
 
-async def test_fetch_does_not_set_seen_and_skips_vanished_uids(
-    dovecot: DovecotServer, user: tuple[str, str]
-) -> None:
+async def test_fetch_does_not_set_seen_and_skips_vanished_uids(dovecot: DovecotServer, user: tuple[str, str]) -> None:
     dovecot.append(raw(0), user=user[0])
     async with ImapMailbox(cfg(dovecot, user)) as box:
         await box.select()
@@ -90,9 +88,7 @@ async def test_message_without_message_id(dovecot: DovecotServer, user: tuple[st
         assert await box.header_message_ids([1]) == {1: None}
 
 
-async def test_move_without_move_capability_uses_copy_store_expunge(
-    dovecot: DovecotServer, user: tuple[str, str]
-) -> None:
+async def test_move_without_move_capability_uses_copy_store_expunge(dovecot: DovecotServer, user: tuple[str, str]) -> None:
     for i in range(2):
         dovecot.append(raw(i), user=user[0])
     async with ImapMailbox(cfg(dovecot, user)) as box:
@@ -104,9 +100,7 @@ async def test_move_without_move_capability_uses_copy_store_expunge(
     assert dovecot.list_folder("Processed", user=user[0]) == [raw(1)]
 
 
-async def test_move_to_missing_folder_raises_mailbox_error(
-    dovecot: DovecotServer, user: tuple[str, str]
-) -> None:
+async def test_move_to_missing_folder_raises_mailbox_error(dovecot: DovecotServer, user: tuple[str, str]) -> None:
     dovecot.append(raw(0), user=user[0])
     async with ImapMailbox(cfg(dovecot, user)) as box:
         await box.select()
@@ -148,9 +142,7 @@ async def test_idle_sees_another_clients_append(dovecot: DovecotServer, user: tu
         assert await box.uids() == [1]  # the connection is usable after IDLE
 
 
-async def test_idle_timeout_returns_false_and_connection_stays_usable(
-    dovecot: DovecotServer, user: tuple[str, str]
-) -> None:
+async def test_idle_timeout_returns_false_and_connection_stays_usable(dovecot: DovecotServer, user: tuple[str, str]) -> None:
     async with ImapMailbox(cfg(dovecot, user)) as box:
         await box.select()
         started = time.monotonic()
@@ -179,9 +171,7 @@ async def test_imaps_with_trustme_ca(dovecot: DovecotServer, user: tuple[str, st
         assert [m.raw for m in await collect(box, await box.uids())] == [raw(0)]
 
 
-async def test_imaps_with_wrong_ca_is_refused(
-    dovecot: DovecotServer, user: tuple[str, str], tmp_path: Path
-) -> None:
+async def test_imaps_with_wrong_ca_is_refused(dovecot: DovecotServer, user: tuple[str, str], tmp_path: Path) -> None:
     other = tmp_path / "other-ca.pem"
     trustme.CA().cert_pem.write_to_path(str(other))
     config = cfg(dovecot, user, port=dovecot.imaps_port, tls="implicit", cafile=str(other))
@@ -202,9 +192,7 @@ async def test_password_in_clear_to_non_loopback_host_refused_before_connecting(
     assert isinstance(info.value, MailboxError)
 
 
-async def test_restart_old_connection_raises_mailbox_error_and_new_one_works(
-    dovecot: DovecotServer, user: tuple[str, str]
-) -> None:
+async def test_restart_old_connection_raises_mailbox_error_and_new_one_works(dovecot: DovecotServer, user: tuple[str, str]) -> None:
     dovecot.append(raw(0), user=user[0])
     box = ImapMailbox(cfg(dovecot, user))
     await box.connect()

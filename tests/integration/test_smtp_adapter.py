@@ -128,9 +128,7 @@ async def test_5xx_at_rcpt_is_permanent(smtp_server: RecordingSMTPServer, code: 
         ("DATA", "552 5.3.4 message too big", PermanentDeliveryError, 552),
     ],
 )
-async def test_mapping_by_phase_and_code(
-    smtp_server: RecordingSMTPServer, command: str, reply: str, error: type, code: int
-) -> None:
+async def test_mapping_by_phase_and_code(smtp_server: RecordingSMTPServer, command: str, reply: str, error: type, code: int) -> None:
     smtp_server.script(command, reply)
     async with SmtpSender(config(smtp_server)) as sender:
         with pytest.raises(error) as info:
@@ -234,9 +232,7 @@ async def test_tls_with_trusted_ca(smtp_server_factory: Factory, tls: str) -> No
 
 
 @pytest.mark.parametrize("tls", ["implicit", "starttls"])
-async def test_tls_with_wrong_ca_is_refused(
-    smtp_server_factory: Factory, tls: str, tmp_path: Any
-) -> None:
+async def test_tls_with_wrong_ca_is_refused(smtp_server_factory: Factory, tls: str, tmp_path: Any) -> None:
     server = smtp_server_factory(tls=tls)
     other_ca = tmp_path / "other-ca.pem"
     trustme.CA().cert_pem.write_to_path(str(other_ca))
@@ -265,9 +261,7 @@ async def test_starttls_required_but_not_offered_is_refused(smtp_server: Recordi
 
 
 @pytest.mark.parametrize("host", ["192.0.2.1", "relay.example.test", "10.0.0.1"])
-async def test_password_in_clear_to_non_loopback_host_is_refused_before_connecting(
-    monkeypatch: pytest.MonkeyPatch, host: str
-) -> None:
+async def test_password_in_clear_to_non_loopback_host_is_refused_before_connecting(monkeypatch: pytest.MonkeyPatch, host: str) -> None:
     attempts: list[Any] = []
 
     async def no_network(self: Any, *args: Any, **kwargs: Any) -> None:

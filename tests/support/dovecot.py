@@ -30,9 +30,7 @@ DEFAULT_USERS = {"test": "secret", "other": "secret"}
 
 
 def dovecot_binary() -> str | None:
-    return shutil.which("dovecot") or (
-        "/usr/sbin/dovecot" if Path("/usr/sbin/dovecot").exists() else None
-    )
+    return shutil.which("dovecot") or ("/usr/sbin/dovecot" if Path("/usr/sbin/dovecot").exists() else None)
 
 
 def _signal_group(pgid: int, sig: int) -> bool:

@@ -60,14 +60,9 @@ class PostgresCluster:
         cmd = [str(Path(self.bindir, args[0])), *args[1:]]
         if os.geteuid() == 0:
             cmd = ["runuser", "-u", "postgres", "--", *cmd]
-        result = subprocess.run(
-            cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout_s
-        )
+        result = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout_s)
         if result.returncode != 0:
-            raise RuntimeError(
-                f"{args[0]} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
-                f"\n{self.log_tail()}"
-            )
+            raise RuntimeError(f"{args[0]} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}\n{self.log_tail()}")
 
     def init(self) -> None:
         if not (self.data / "PG_VERSION").exists():
@@ -78,10 +73,7 @@ class PostgresCluster:
 
     def start(self) -> None:
         self.init()
-        options = (
-            f"-p {self.port} -k {self.dir} -c listen_addresses={HOST} -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off"
-        )
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses={HOST} -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.logfile), "-w", "-t", "60",
                   "-o", options, "start")  # fmt: skip
 

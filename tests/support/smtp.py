@@ -100,9 +100,7 @@ class _Handler:
     def __init__(self, owner: RecordingSMTPServer) -> None:
         self.owner = owner
 
-    async def handle_EHLO(
-        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
-    ) -> list[str]:
+    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]) -> list[str]:
         session.host_name = hostname
         scripted = self.owner._scripted.pop("EHLO")
         return [scripted] if scripted else responses
@@ -110,9 +108,7 @@ class _Handler:
     async def handle_AUTH(self, server: SMTP, session: Session, envelope: Envelope, args: Any) -> Any:
         return self.owner._scripted.pop("AUTH") or MISSING
 
-    async def handle_MAIL(
-        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
-    ) -> str:
+    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]) -> str:
         scripted = self.owner._scripted.pop("MAIL")
         if scripted:
             return scripted
@@ -120,9 +116,7 @@ class _Handler:
         envelope.mail_options.extend(options)
         return "250 OK"
 
-    async def handle_RCPT(
-        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
-    ) -> str:
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]) -> str:
         scripted = self.owner._scripted.pop("RCPT")
         if scripted:
             return scripted
@@ -201,9 +195,7 @@ class RecordingSMTPServer:
         with self._lock:
             self.connections += 1
 
-    def _authenticate(
-        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
-    ) -> AuthResult:
+    def _authenticate(self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any) -> AuthResult:
         if not isinstance(auth_data, LoginPassword):
             return AuthResult(success=False, handled=False)
         user, password = auth_data.login.decode(), auth_data.password.decode()
