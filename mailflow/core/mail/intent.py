@@ -30,9 +30,10 @@ PRECEDENCE: tuple[Intent, ...] = (
     Intent.OK,
 )
 _CODE_RE = re.compile(r"^\s*\(?([0-9])\)?\s*(?:$|[.):=\]/-]|\s+[-:=/])")
-_CLAUSE_BREAK_RE = re.compile(r"[.!?;:\n()]|\b(?:mais|but|pour|et|and|car|because|parce|donc|so|puis|then|however|cependant)\b")
+_CLAUSE_BREAK_RE = re.compile(r"[.,!?;:\n()]|\b(?:mais|but|pour|et|and|car|because|parce|donc|so|puis|then|however|cependant)\b")
 _TOKEN_RE = re.compile(r"[\w']+")
 _NEGATION_WINDOW = 5
+_SECOND_PARTICLES = {"plus", "rien", "guere", "jamais", "personne"}
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,10 @@ def _matches(folded: str, patterns: tuple[str, ...], vocabulary: Vocabulary, *, 
 def _self_negated(matched: str, vocabulary: Vocabulary) -> bool:
     negation = _compile(tuple(vocabulary.negations))
     first = _TOKEN_RE.match(matched)
-    return bool(negation and first and negation.fullmatch(first.group(0)))
+    if not first:
+        return False
+    # "plus disponible", "rien à signaler": second halves of ne...plus / ne...rien
+    return first.group(0) in _SECOND_PARTICLES or bool(negation and negation.fullmatch(first.group(0)))
 
 
 def _negated(before: str, vocabulary: Vocabulary) -> bool:

@@ -186,11 +186,18 @@ def _is_valediction_block(lines: list[str], i: int) -> bool:
     """"Cordialement," then at most 4 short lines (a name, a title) to the end."""
     if not _VALEDICTION_RE.match(_fold(lines[i].strip())):
         return False
-    rest = [line for line in lines[i + 1 :] if line.strip()]
-    return len(rest) <= 4 and all(len(line.strip()) <= 50 for line in rest)
+    rest: list[str] = []
+    for j in range(i + 1, len(lines)):
+        if _is_quote(lines[j]) or _ends_reply(lines, j, valediction=False) or _attribution_span(lines, j):
+            break  # the signature ends where the quoted original starts
+        if lines[j].strip():
+            rest.append(lines[j].strip())
+        if len(rest) > 4:
+            return False
+    return all(len(line) <= 50 for line in rest)
 
 
-def _ends_reply(lines: list[str], i: int) -> bool:
+def _ends_reply(lines: list[str], i: int, *, valediction: bool = True) -> bool:
     """True when line i starts the quoted original or the signature (nothing after counts)."""
     stripped = lines[i].strip()
     if not stripped:
@@ -200,7 +207,7 @@ def _ends_reply(lines: list[str], i: int) -> bool:
         or bool(_RULE_RE.match(stripped))
         or bool(_SIG_DELIM_RE.match(stripped))
         or _is_mobile_signature(stripped)
-        or _is_valediction_block(lines, i)
+        or (valediction and _is_valediction_block(lines, i))
         or _is_header_block(lines, i)
     )
 
