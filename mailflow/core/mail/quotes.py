@@ -263,6 +263,8 @@ def _attribution_span(lines: list[str], i: int) -> int:
         if i + n > len(lines) or (n > 1 and not may_wrap):
             break
         piece = lines[i + n - 1].strip()
+        if n > 1 and not piece:
+            break  # a client wraps an attribution over lines, never over a blank line
         if n > 1 and _is_quote(piece) and not _is_wrapped_attribution_end(piece):
             break
         joined = f"{joined} {piece}".strip() if piece else joined
