@@ -20,7 +20,10 @@ round and then nothing, and `next_due_at` already accounts for what the recorded
 Rules that are not obvious from the table:
 - Events change state in log order; timers only at `now`, after every logged event: a reply read
   in the same pass as an overdue day-21 deadline (catch-up after downtime) activates the pair.
-  STATE_CHANGED records (the caller's) are authoritative: the walk takes their `to`.
+  STATE_CHANGED records (the caller's) are authoritative: the walk takes their `to`. The state
+  comes from the log, never from `pair.state` (only the "from" of the state change `decide`
+  simulates): an operator's close must be a CLOSED_BY_OPERATOR event, not a column update.
+- A human reply without an intent counts as `unknown` (a sign of life, and a review flag).
 - Catch-up: of several reminders or follow-up rounds due at once, only the latest goes; the
   follow-up reminder is skipped once that round's call flag is due.
 - Emails go only inside the sending window; outside it nothing is sent and `next_due_at` is the
