@@ -53,7 +53,7 @@ def parse_bytes(raw: bytes, *, max_parts: int) -> Message:
 def decode_bytes(data: bytes, charset: str | None = None) -> str:
     """Decode text bytes: declared charset if it is real and fits, else utf-8, cp1252, latin-1."""
     declared = _codec_name(charset)
-    if declared in {"ascii", "latin-1", "cp1252", "iso8859-15"}:
+    if declared in {"ascii", "latin-1", "iso8859-1", "cp1252", "iso8859-15"}:
         # Mislabelled UTF-8 is common; valid multi-byte UTF-8 is almost never accidental.
         try:
             return data.decode("utf-8")
@@ -107,31 +107,35 @@ def header(msg: Message, name: str) -> str | None:
     return values[0] if values else None
 
 
-def headers(msg: Message, name: str) -> list[str]:
-    """All values of a header, decoded."""
+def raw_values(msg: Message, name: str) -> list[str]:
+    """All stored values of a header as text (8-bit bytes recovered), nothing decoded yet.
+
+    compat32 would hand back 8-bit values as Header objects whose str() loses the bytes, so
+    this reads the stored strings directly.
+    """
+    wanted = name.lower()
     try:
-        raw = msg.get_all(name) or []
+        items = msg.raw_items()
+        return [_unescape(str(v)) for k, v in items if str(k).lower() == wanted]
     except Exception:
         return []
-    return [decode_header_value(v) for v in raw]
+
+
+def headers(msg: Message, name: str) -> list[str]:
+    """All values of a header, decoded."""
+    return [decode_header_value(v) for v in raw_values(msg, name)]
 
 
 def raw_header(msg: Message, name: str) -> str | None:
     """The first raw (undecoded, unfolded) value: for ids and addresses, which are ASCII."""
-    try:
-        value = msg.get(name)
-    except Exception:
-        return None
-    if value is None:
-        return None
-    return " ".join(_unescape(str(value)).split())
+    values = raw_values(msg, name)
+    return " ".join(values[0].split()) if values else None
 
 
 def addresses(msg: Message, name: str) -> list[str]:
     """addr-specs of an address header (case kept), skipping empty and malformed ones."""
     try:
-        raw = [_unescape(str(v)) for v in (msg.get_all(name) or [])]
-        pairs = getaddresses(raw)
+        pairs = getaddresses(raw_values(msg, name))
     except Exception:
         return []
     return [addr.strip() for _, addr in pairs if "@" in addr and " " not in addr.strip()]

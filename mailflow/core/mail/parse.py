@@ -2,7 +2,7 @@
 
 Classification order: bounce (DSN or known non-standard bounce) > auto-reply (headers, then
 subject) > human reply (some visible text) > other. Problems are short codes, never personal
-data: too_large, too_many_parts, too_deep, no_text, unparseable.
+data: too_large, too_many_parts, too_deep, no_headers, no_text, unparseable.
 """
 
 from __future__ import annotations
@@ -61,6 +61,8 @@ def _other(digest: str, problem: str) -> ParsedMessage:
 
 
 def _read(msg: Message, digest: str, *, max_parts: int, max_depth: int) -> ParsedMessage:
+    if not msg.keys():
+        return _other(digest, "no_headers")  # not an email: garbage or a bare body
     w = mime.walk(msg, max_parts=max_parts, max_depth=max_depth)
     subject = mime.header(msg, "subject") or ""
     from_list = mime.addresses(msg, "from")
@@ -118,10 +120,7 @@ def _references(msg: Message) -> tuple[str, ...]:
 
 
 def _raw_all(msg: Message, name: str) -> list[str]:
-    try:
-        return [str(v) for v in msg.get_all(name) or []]
-    except Exception:
-        return []
+    return mime.raw_values(msg, name)
 
 
 def _recipients(msg: Message) -> tuple[str, ...]:
