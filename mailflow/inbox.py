@@ -33,6 +33,7 @@ from mailflow.core.model import EmailKind, Event, EventKind, FlagKind, FlagReaso
 from mailflow.core.tokens import TokenClaims, TokenSigner, extract_token
 from mailflow.effects import Outgoing, advance
 from mailflow.store import apply_flag_action, event_row, get_pair
+from mailflow.subjects import kind_from_subject
 from mailflow.vocabulary import load_vocabulary
 
 log = logging.getLogger("mailflow.inbox")
@@ -200,7 +201,8 @@ class InboxProcessor:
             return Event(EventKind.AUTO_REPLY, now, who=who, email_kind=target.replied_kind)
         if parsed.kind is MessageKind.OTHER:
             return None
-        intent = classify_intent(parsed.text, replied_kind=target.replied_kind, vocabulary=self.vocabulary)
+        replied = target.replied_kind or kind_from_subject(parsed.subject)
+        intent = classify_intent(parsed.text, replied_kind=replied, vocabulary=self.vocabulary)
         record.intent = intent.value
         record.text = parsed.text[:20000]
         return Event(EventKind.REPLY, now, who=who, intent=intent, email_kind=target.replied_kind)
