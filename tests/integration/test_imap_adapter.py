@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -223,3 +224,13 @@ async def test_client_constructed_inside_loop_only() -> None:
     # documents the aioimaplib fact the adapter relies on: the client needs a running loop
     assert asyncio.get_running_loop()
     assert aioimaplib.STOP_WAIT_SERVER_PUSH == [b"stop_wait_server_push"]
+
+
+async def test_logs_carry_no_content(dovecot: DovecotServer, user: tuple[str, str], caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)  # root at DEBUG: aioimaplib's logger stays capped at WARNING
+    dovecot.append(raw(0), user=user[0])
+    async with ImapMailbox(cfg(dovecot, user)) as box:
+        await box.select()
+        assert len(await collect(box, await box.uids())) == 1
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "@" not in text and "body 0" not in text and user[1] not in text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from email.message import EmailMessage
 from typing import Any
@@ -283,3 +284,14 @@ def test_loopback_hosts_may_use_a_password_in_clear(host: str) -> None:
 
 def test_no_username_in_clear_to_remote_host_is_allowed() -> None:
     SmtpSender(SmtpConfig("192.0.2.1", 25, "none", None, None))  # nothing secret to leak
+
+
+async def test_logs_carry_no_addresses_or_content(smtp_server: RecordingSMTPServer, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)  # root at DEBUG: the library loggers stay capped at WARNING
+    async with SmtpSender(config(smtp_server)) as sender:
+        await send_one(sender)
+        smtp_server.script("RCPT", "550 5.1.1 <ann@example.test>: unknown user")
+        with pytest.raises(PermanentDeliveryError):
+            await send_one(sender)
+    text = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    assert "@" not in text and "hello" not in text
