@@ -46,8 +46,8 @@ def has_auto_headers(msg: Message) -> bool:
         if value and value != "no":
             return True
     for name in _PRESENT_MARKERS:
-        value = header(msg, name)
-        if value is not None and value.strip().lower() not in {"no", "false", "0"}:
+        marker = header(msg, name)
+        if marker is not None and marker.strip().lower() not in {"no", "false", "0"}:
             return True
     precedence = (header(msg, "precedence") or "").strip().lower()
     return precedence in _PRECEDENCE

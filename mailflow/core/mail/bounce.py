@@ -57,18 +57,16 @@ def detect_bounce(msg: Message, w: Walk, from_addr: str | None, subject: str) ->
     for part in status_parts:
         found = _read_dsn(part)
         if found is not None:
-            recipients, permanent = found
-            return BounceInfo(recipients, permanent, original_id)
+            return BounceInfo(found[0], found[1], original_id)
     if status_parts and all(_only_successes(p) for p in status_parts):
         return None  # a success notification (Action: delivered/relayed) is no bounce
     dsn = bool(status_parts) or report_type(msg) == "delivery-status"
     machine = dsn or _is_daemon(msg, from_addr) or bool(_BOUNCE_SUBJECT_RE.search(subject))
     if not machine:
         return None
-    temporary, permanent = _flufl(msg)
-    if temporary or permanent:
-        recipients = tuple(sorted(permanent | temporary))
-        return BounceInfo(recipients, bool(permanent), original_id)
+    temporary, hard = _flufl(msg)
+    if temporary or hard:
+        return BounceInfo(tuple(sorted(hard | temporary)), bool(hard), original_id)
     if dsn or (_BOUNCE_SUBJECT_RE.search(subject) and (_is_daemon(msg, from_addr) or original_id or _has_original(w))):
         return BounceInfo((), not _DELAY_RE.search(subject), original_id)
     return None

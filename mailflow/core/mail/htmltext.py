@@ -8,11 +8,10 @@ marker as siblings, so everything after the marker goes too.
 
 from __future__ import annotations
 
-from lxml import etree
-from lxml.html import HtmlElement, document_fromstring
-
-from inscriptis import Inscriptis
-from inscriptis.model.config import ParserConfig
+from inscriptis import Inscriptis  # type: ignore[import-untyped]
+from inscriptis.model.config import ParserConfig  # type: ignore[import-untyped]
+from lxml import etree  # type: ignore[import-untyped]
+from lxml.html import HtmlElement, document_fromstring  # type: ignore[import-untyped]
 
 _JUNK = "//script | //style | //head | //title | //noscript | //img | //comment()"
 

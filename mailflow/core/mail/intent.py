@@ -141,9 +141,7 @@ def _code(folded: str, vocabulary: Vocabulary) -> Intent | None:
     return vocabulary.codes.get(match.group(1)) if match else None
 
 
-def _contextual(
-    folded: str, best: Intent | None, replied_kind: EmailKind | None, vocabulary: Vocabulary
-) -> Intent | None:
+def _contextual(folded: str, best: Intent | None, replied_kind: EmailKind | None, vocabulary: Vocabulary) -> Intent | None:
     answers = vocabulary.context.get(replied_kind) or vocabulary.context.get(None)
     if answers is None:
         return best

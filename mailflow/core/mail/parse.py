@@ -38,9 +38,7 @@ class ParsedMessage:
     problem: str | None  # why it is `other` or degraded; never personal data
 
 
-def parse_message(
-    raw: bytes, *, max_bytes: int = 25 * 1024 * 1024, max_parts: int = 500, max_depth: int = 20
-) -> ParsedMessage:
+def parse_message(raw: bytes, *, max_bytes: int = 25 * 1024 * 1024, max_parts: int = 500, max_depth: int = 20) -> ParsedMessage:
     """Read one inbound message. Never raises: unreadable input is kind `other` with a problem."""
     digest = hashlib.sha256(raw if isinstance(raw, bytes | bytearray) else b"").hexdigest()
     if not isinstance(raw, bytes | bytearray) or len(raw) > max_bytes:

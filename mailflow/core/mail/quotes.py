@@ -32,9 +32,7 @@ _VERBS = (
 )
 _VERB_AT_END_RE = re.compile(rf"(?:^|[\s,>)\"'])(?:{_VERBS})\s*:?\s*-*\s*$", re.I)
 _VERB_RE = re.compile(rf"(?:^|[\s,>)\"'])(?:{_VERBS})(?:\s|$|:)", re.I)
-_ATTR_START_RE = re.compile(
-    r"^(?:-+\s*)?(?:on|le|am|op|w dniu|den|p[åa]|el|il|em|v[àa]o|dne)\s", re.I
-)
+_ATTR_START_RE = re.compile(r"^(?:-+\s*)?(?:on|le|am|op|w dniu|den|p[åa]|el|il|em|v[àa]o|dne)\s", re.I)
 _ON_SENT_RE = re.compile(r"^On\s.*\bsent\s*:\s*$", re.I)
 _ADDR_COLON_END_RE = re.compile(r"[\w.-]+@[\w.-]+\s*[>\])]\s*:$")
 _DASHED_WROTE_RE = re.compile(rf"^-{{2,}}.*\b(?:{_VERBS})\s*-{{2,}}\s*$", re.I)
@@ -79,15 +77,64 @@ _MOBILE_SIG_RE = re.compile(
 )
 
 _FROM_KEYS = {
-    "from", "de", "von", "fra", "fran", "van", "od", "da", "от", "expediteur",
-    "message du", "date", "datum", "sent", "envoye", "envoye le",
+    "from",
+    "de",
+    "von",
+    "fra",
+    "fran",
+    "van",
+    "od",
+    "da",
+    "от",
+    "expediteur",
+    "message du",
+    "date",
+    "datum",
+    "sent",
+    "envoye",
+    "envoye le",
 }
 _HEADER_KEYS = _FROM_KEYS | {
-    "to", "a", "an", "til", "till", "aan", "do", "para", "кому", "subject", "objet", "sujet",
-    "betreff", "emne", "amne", "onderwerp", "temat", "oggetto", "asunto", "assunto", "тема",
-    "cc", "copie", "copie a", "kopie", "gesendet", "sendt", "skickat", "verzonden", "wyslano",
-    "inviato", "enviado", "отправлено", "reply-to", "repondre a", "destinataire", "inviato il",
-    "on behalf of", "data", "dата",
+    "to",
+    "a",
+    "an",
+    "til",
+    "till",
+    "aan",
+    "do",
+    "para",
+    "кому",
+    "subject",
+    "objet",
+    "sujet",
+    "betreff",
+    "emne",
+    "amne",
+    "onderwerp",
+    "temat",
+    "oggetto",
+    "asunto",
+    "assunto",
+    "тема",
+    "cc",
+    "copie",
+    "copie a",
+    "kopie",
+    "gesendet",
+    "sendt",
+    "skickat",
+    "verzonden",
+    "wyslano",
+    "inviato",
+    "enviado",
+    "отправлено",
+    "reply-to",
+    "repondre a",
+    "destinataire",
+    "inviato il",
+    "on behalf of",
+    "data",
+    "dата",
 }
 _HEADER_LINE_RE = re.compile(r"^\s*\*?\s*([^\W\d_][^\W\d_ '.-]*(?:[ '.-][^\W\d_]+){0,2})\s*\*?\s*:")
 
@@ -183,7 +230,7 @@ _VALEDICTION_RE = re.compile(
 
 
 def _is_valediction_block(lines: list[str], i: int) -> bool:
-    """"Cordialement," then at most 4 short lines (a name, a title) to the end."""
+    """ "Cordialement," then at most 4 short lines (a name, a title) to the end."""
     if not _VALEDICTION_RE.match(_fold(lines[i].strip())):
         return False
     rest: list[str] = []

@@ -12,11 +12,7 @@ CORPORA = Path(__file__).resolve().parents[2] / "fixtures" / "corpora"
 def corpus_files(folder: str) -> list[Path]:
     """Every message/body file of a corpus folder (labels, licenses and notes excluded)."""
     skip = {".json", ".md"}
-    return sorted(
-        p
-        for p in (CORPORA / folder).rglob("*")
-        if p.is_file() and p.suffix not in skip and p.name != "LICENSE"
-    )
+    return sorted(p for p in (CORPORA / folder).rglob("*") if p.is_file() and p.suffix not in skip and p.name != "LICENSE")
 
 
 def load_json(relative: str) -> Any:

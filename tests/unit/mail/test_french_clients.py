@@ -41,8 +41,7 @@ def _message(plain: str | None, html: str | None = None) -> bytes:
 
 
 GMAIL_PLAIN = (
-    "Oui, on continue avec plaisir !\n\nLe lun. 3 mars 2025 à 10:02, Mentorat <\n"
-    "mentorat+AbC123@example.org> a écrit\u202f:\n\n" + QUOTED + "\n"
+    "Oui, on continue avec plaisir !\n\nLe lun. 3 mars 2025 à 10:02, Mentorat <\nmentorat+AbC123@example.org> a écrit\u202f:\n\n" + QUOTED + "\n"
 )
 GMAIL_HTML = (
     '<div dir="ltr">Oui, on continue avec plaisir !</div><br>'
@@ -79,22 +78,15 @@ APPLE_HTML = (
     '<blockquote type="cite"><div>Le 3 mars 2025 à 10:02, Mentorat a écrit :</div>'
     f"{ORIGINAL_HTML}</blockquote></div></body></html>"
 )
-THUNDERBIRD_PLAIN = (
-    "Nous avons fait une visio mardi.\n\nLe 03/03/2025 à 10:02, Mentorat a écrit\u00a0:\n" + QUOTED + "\n"
-)
+THUNDERBIRD_PLAIN = "Nous avons fait une visio mardi.\n\nLe 03/03/2025 à 10:02, Mentorat a écrit\u00a0:\n" + QUOTED + "\n"
 THUNDERBIRD_HTML = (
     "<html><body><p>Nous avons fait une visio mardi.</p>"
     '<div class="moz-cite-prefix">Le 03/03/2025 à 10:02, Mentorat a écrit&nbsp;:<br></div>'
     f'<blockquote type="cite" cite="mid:ours-1@mentorat.example.org">{ORIGINAL_HTML}</blockquote>'
     "</body></html>"
 )
-IPHONE_PLAIN = (
-    "Oui\n\nEnvoyé de mon iPhone\n\n> Le 3 mars 2025 à 10:02, Mentorat <mentorat@example.org> a écrit :\n>\n"
-    + QUOTED + "\n"
-)
-ANDROID_GMAIL_PLAIN = (
-    "Non merci\n\nLe lun. 3 mars 2025, 10:02, Mentorat <mentorat@example.org> a écrit :\n\n" + QUOTED + "\n"
-)
+IPHONE_PLAIN = "Oui\n\nEnvoyé de mon iPhone\n\n> Le 3 mars 2025 à 10:02, Mentorat <mentorat@example.org> a écrit :\n>\n" + QUOTED + "\n"
+ANDROID_GMAIL_PLAIN = "Non merci\n\nLe lun. 3 mars 2025, 10:02, Mentorat <mentorat@example.org> a écrit :\n\n" + QUOTED + "\n"
 SAMSUNG_PLAIN = (
     "1\n\n\n\nEnvoyé depuis mon appareil Galaxy\n\n\n-------- Message d'origine --------\n"
     "De : Mentorat <mentorat@example.org>\nDate : 03/03/2025 10:02 (GMT+01:00)\n"

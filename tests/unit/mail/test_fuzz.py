@@ -30,7 +30,9 @@ def mutated(draw: st.DrawFn) -> bytes:
         elif op == "cut":
             del data[at : at + draw(st.integers(1, 200))]
         elif op == "insert":
-            data[at:at] = draw(st.sampled_from([b"\r\n", b"--", b"=?utf-8?b?", b">", b"\x00", b"Content-Type: multipart/mixed; boundary=x\r\n", b"\xc3", b"=\r\n"]))
+            data[at:at] = draw(
+                st.sampled_from([b"\r\n", b"--", b"=?utf-8?b?", b">", b"\x00", b"Content-Type: multipart/mixed; boundary=x\r\n", b"\xc3", b"=\r\n"])
+            )
         else:
             data[at:at] = data[at : at + draw(st.integers(1, 400))]
     return bytes(data)
