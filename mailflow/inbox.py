@@ -314,10 +314,7 @@ async def read_inbox_once(engine: Engine, settings: Settings, clock: Callable[[]
     return counts
 
 
-def _mark_read(engine: Engine, now: datetime) -> None:
-    from mailflow.adapters.tables import ServiceState
+def _mark_read(engine: Engine, now: datetime | None = None) -> None:
+    from mailflow.health import set_state, wall_now
 
-    with session_scope(engine) as session:
-        row = session.get(ServiceState, "last_inbox_read") or ServiceState(key="last_inbox_read", updated_at=now)
-        row.value, row.updated_at = now.isoformat(), now
-        session.add(row)
+    set_state(engine, "last_inbox_read", wall_now().isoformat())

@@ -151,6 +151,10 @@ class OutboxSender:
         workers = [self._worker(queue, stats) for _ in range(min(self.settings.smtp.max_connections, len(ids)))]
         await asyncio.gather(*workers)
         self._release_unsent(queue)
+        if stats.paused or stats.sent:
+            from mailflow.health import set_state
+
+            set_state(self.engine, "smtp_paused", stats.paused or "", self.clock())
         return stats
 
     def _release_unsent(self, queue: asyncio.Queue[int]) -> None:
@@ -207,11 +211,21 @@ class OutboxSender:
             stats.failed += 1
             return
         delay = backoff_s(row.attempts, s.retry_first_s, s.retry_max_s)
-        _mark(
-            self.engine, row.id, self.owner, state=PENDING, not_before=now + timedelta(seconds=delay), last_error=str(exc)[:500]
-        )
+        _mark(self.engine, row.id, self.owner, state=PENDING, not_before=now + timedelta(seconds=delay), last_error=str(exc)[:500])
         stats.retried += 1
         log.info("send deferred", extra={"action": "outbox_retry", "outbox_id": row.id, "code": exc.code, "delay_s": delay})
+
+
+def next_pending_at(engine: Engine) -> datetime | None:
+    """When the earliest pending email becomes due (the sender sleeps until then)."""
+    with Session(engine) as session:
+        query = select(OutboxMessage.not_before).where(OutboxMessage.state == PENDING).order_by(col(OutboxMessage.not_before)).limit(1)
+        first = session.exec(query).first()
+        lease = session.exec(
+            select(OutboxMessage.lease_until).where(OutboxMessage.state == SENDING).order_by(col(OutboxMessage.lease_until)).limit(1)
+        ).first()
+        times = [t for t in (first, lease) if t is not None]
+        return min(times) if times else None
 
 
 def unhold(session: Session, person_id: int) -> None:

@@ -38,6 +38,25 @@ def run(
     raise SystemExit(run_daemon_command(app_ctx))
 
 
+@guarded
+def status(ctx: typer.Context, json_: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False) -> None:
+    """The daemon's health: last inbox read, outbox backlog, failed sends, flags, leader. Exit 1 when unhealthy.
+
+    Example: mailflow status --json
+    """
+    from mailflow.health import status as read_status
+
+    app_ctx = ctx_of(ctx)
+    report, healthy = read_status(app_ctx.engine(), app_ctx.settings, app_ctx.now())
+    if json_:
+        print_json({**report, "healthy": healthy})
+    else:
+        for key, value in report.items():
+            typer.echo(f"{key}: {value}")
+        typer.echo("healthy" if healthy else "UNHEALTHY")
+    raise SystemExit(0 if healthy else 1)
+
+
 @calls_app.command("list")
 @guarded
 def calls_list(ctx: typer.Context, json_: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False) -> None:
@@ -108,9 +127,7 @@ def outbox_list(
         return
     table = Table("id", "ref", "kind", "to", "state", "attempts", "created", "error")
     for d in data:
-        table.add_row(
-            str(d["id"]), d["ref"] or "", d["kind"], d["to"], d["state"], str(d["attempts"]), d["created_at"][:16], d["error"]
-        )
+        table.add_row(str(d["id"]), d["ref"] or "", d["kind"], d["to"], d["state"], str(d["attempts"]), d["created_at"][:16], d["error"])
     Console().print(table)
 
 
@@ -161,9 +178,7 @@ def templates_preview(
     from mailflow.render import KIND_ROLES, Renderer, sample_context
 
     target = role or KIND_ROLES[kind][0]
-    rendered = Renderer(timezone_name=ctx_of(ctx).settings.calendar.timezone).render(
-        kind, lang, sample_context(kind, lang, target)
-    )
+    rendered = Renderer(timezone_name=ctx_of(ctx).settings.calendar.timezone).render(kind, lang, sample_context(kind, lang, target))
     typer.echo(f"Subject: {rendered.subject}\n\n{rendered.text}")
     if html is not None:
         html.write_text(rendered.html, encoding="utf-8")
@@ -172,6 +187,7 @@ def templates_preview(
 
 def register(app: typer.Typer, pairs_app: typer.Typer) -> None:
     app.command("run")(run)
+    app.command("status")(status)
     app.add_typer(calls_app, name="calls")
     app.add_typer(outbox_app, name="outbox")
     app.add_typer(templates_app, name="templates")
@@ -221,9 +237,7 @@ def register(app: typer.Typer, pairs_app: typer.Typer) -> None:
 
     @pairs_app.command("reassign")
     @guarded
-    def reassign(
-        ctx: typer.Context, ref: str, referent: Annotated[str, typer.Option("--referent", help="The new referent's email.")]
-    ) -> None:
+    def reassign(ctx: typer.Context, ref: str, referent: Annotated[str, typer.Option("--referent", help="The new referent's email.")]) -> None:
         """Give a pair to another referent.
 
         Example: mailflow pairs reassign P3 --referent marc@example.org
