@@ -54,6 +54,9 @@ def _register() -> None:
     ops.register(app, pairs.app)
     app.add_typer(pairs.app, name="pairs")
     commands.register(app)
+    from mailflow.cli import referents
+
+    referents.register(app)
 
 
 _register()
