@@ -1,0 +1,147 @@
+"""The outbox against a scripted relay: retries, bounces, relay refusals, and a crash between 250 and commit."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from sqlmodel import Session, select
+
+from mailflow.adapters.tables import OutboxMessage
+from mailflow.outbox import OutboxSender, backoff_s
+from mailflow.queries import show_pair
+from tests.support.smtp import DROP, RecordingSMTPServer
+from tests.support.world import World, pair_row
+
+
+class Killed(BaseException):
+    """Stands for the process dying (asyncio lets SystemExit escape the loop, so not that)."""
+
+
+@pytest.fixture
+def world(db_url: str, smtp_server: RecordingSMTPServer) -> World:
+    w = World(db_url, smtp_server, None, MAILFLOW_SMTP__RETRY_FIRST_S="10")
+    w.import_rows([pair_row(1)])
+    return w
+
+
+def rows(world: World) -> list[OutboxMessage]:
+    with Session(world.engine) as s:
+        return list(s.exec(select(OutboxMessage).order_by(OutboxMessage.id)))
+
+
+async def test_451_three_times_then_delivered_once(world: World) -> None:
+    world.smtp.script("DATA", "451 4.3.0 try later", "451 4.3.0 try later", "451 4.3.0 try later")
+    t = world.now("2026-09-01T09:00")
+    await world.run_once("2026-09-01T09:00")  # 2 introductions: both deferred once... then retried
+    for minutes in range(1, 30):
+        sender = OutboxSender(world.engine, world.settings, "t", lambda m=minutes: t + timedelta(minutes=m))
+        await sender.run_once()
+    ids = [m["Message-ID"] for m in world.sent()]
+    assert len(ids) == 2 and len(set(ids)) == 2
+    assert {r.state for r in rows(world)} == {"sent"}
+    assert sum(r.attempts for r in rows(world)) == 2 + 3
+
+
+def test_backoff_doubles_and_caps() -> None:
+    assert [backoff_s(n, 10, 1800) for n in (1, 2, 3, 4)] == [10, 20, 40, 80]
+    assert backoff_s(20, 10, 1800) == 1800
+
+
+async def test_550_fails_at_once_and_flags_a_call(world: World) -> None:
+    world.smtp.script("RCPT", "550 5.1.1 no such user")
+    await world.run_once("2026-09-01T09:00")
+    states = sorted(r.state for r in rows(world))
+    assert states == ["failed", "sent"]
+    with Session(world.engine) as s:
+        pair = show_pair(s, "P01")
+    calls = [f for f in pair["flags"] if f["kind"] == "call"]
+    assert len(calls) == 1 and calls[0]["reason"] == "bounce"
+    # the bounced person's later mail is held, not sent
+    await world.run_once("2026-09-09T09:00")
+    if calls[0]["who"] == "mentee":
+        assert "held" in {r.state for r in rows(world)} or not any(r.kind == "first_contact_reminder" for r in rows(world))
+
+
+async def test_535_pauses_sending_without_flags(world: World) -> None:
+    w = World(world.db_url, world.smtp, None, MAILFLOW_SMTP__USERNAME="bot", MAILFLOW_SMTP__PASSWORD="wrong")
+    report = await w.run_once("2026-09-01T09:00")
+    assert report.sent.paused and "535" in report.sent.paused
+    assert {r.state for r in rows(w)} == {"pending"}
+    with Session(w.engine) as s:
+        assert show_pair(s, "P01")["flags"] == []
+    assert w.smtp.messages == []
+
+
+async def test_554_for_all_pauses(world: World) -> None:
+    world.smtp.script("MAIL", "554 5.7.1 relay refuses you")
+    report = await world.run_once("2026-09-01T09:00")
+    assert report.sent.paused
+    # the refused email waits (pending, no flag); a concurrent connection may still have got through
+    assert "pending" in {r.state for r in rows(world)} and "failed" not in {r.state for r in rows(world)}
+    with Session(world.engine) as s:
+        assert show_pair(s, "P01")["flags"] == []
+
+
+async def test_dropped_connection_is_retried(world: World) -> None:
+    world.smtp.script("DATA", DROP)
+    t = world.now("2026-09-01T09:00")
+    await world.run_once("2026-09-01T09:00")
+    await OutboxSender(world.engine, world.settings, "t", lambda: t + timedelta(minutes=5)).run_once()
+    assert {r.state for r in rows(world)} == {"sent"}
+    assert len({m["Message-ID"] for m in world.sent()}) == 2
+
+
+async def test_crash_between_250_and_commit_resends_same_message_id(db_url: str, smtp_server: RecordingSMTPServer) -> None:
+    """The relay accepted the message, then the process died before recording `sent`."""
+    from mailflow import outbox as outbox_module
+
+    world = World(db_url, smtp_server, None, MAILFLOW_SMTP__MAX_CONNECTIONS="1")
+    world.import_rows([pair_row(1)])
+
+    real_mark = outbox_module._mark
+    crashed: list[int] = []
+
+    def dying_mark(engine, row_id, owner, **values):  # type: ignore[no-untyped-def]
+        if values.get("state") == "sent" and not crashed:
+            crashed.append(row_id)
+            raise Killed("killed between 250 and commit")
+        return real_mark(engine, row_id, owner, **values)
+
+    outbox_module._mark = dying_mark  # type: ignore[assignment]
+    try:
+        with pytest.raises(Killed):
+            await world.run_once("2026-09-01T09:00")
+    finally:
+        outbox_module._mark = real_mark  # type: ignore[assignment]
+    first = [m["Message-ID"] for m in world.sent()]
+    assert len(first) == 1
+    # restart: on SQLite the start-up releases every `sending` row; on PostgreSQL the lease expires
+    t = world.now("2026-09-01T09:00")
+    from mailflow.outbox import release_stale
+
+    release_stale(world.engine, t, all_sending=True)
+    await OutboxSender(world.engine, world.settings, "t2", lambda: t + timedelta(seconds=1)).run_once()
+    ids = [m["Message-ID"] for m in world.sent()]
+    assert len(ids) == 3  # the interrupted one again + the other introduction, once
+    assert ids.count(first[0]) == 2
+    assert len(set(ids)) == 2
+    assert {r.state for r in rows(world)} == {"sent"}
+
+
+async def test_headers_and_one_recipient(world: World) -> None:
+    await world.run_once("2026-09-01T09:00")
+    for received in world.smtp.messages:
+        assert len(received.rcpt_tos) == 1
+        assert received.mail_from.startswith("mentorat+") and received.mail_from.endswith("@example.org")
+    for msg in world.sent():
+        assert msg["Auto-Submitted"] == "auto-generated"
+        assert msg["X-Auto-Response-Suppress"] == "All"
+        assert msg["X-Mailflow-Kind"] == "introduction"
+        assert msg["Reply-To"].addresses[0].addr_spec.startswith("mentorat+")
+        assert msg["Message-ID"].endswith("@example.org>")
+        other = "mentee1@example.net" if "mentor1" in str(msg["To"]) else "mentor1@example.org"
+        for header in ("To", "Cc", "Reply-To", "From"):
+            assert other not in str(msg.get(header, ""))
+    json.dumps([r.message_id for r in rows(world)])
