@@ -212,6 +212,14 @@ def _lang(language: str) -> str:
     return language if language in L else "fr"
 
 
+def display_phone(phone: str) -> str:
+    """+33612345678 -> 06 12 34 56 78 (non-breaking spaces: a number never wraps); others as stored."""
+    if re.fullmatch(r"\+33\d{9}", phone):
+        local = "0" + phone[3:]
+        return "\u00a0".join(local[i : i + 2] for i in range(0, 10, 2))
+    return phone or "?"
+
+
 def _d(value: date | datetime, policy: Policy) -> str:
     day = local_date(value, policy) if isinstance(value, datetime) else value
     return day.strftime("%d/%m")
@@ -252,7 +260,7 @@ def _urgent(c: _Ctx, flags: Sequence[FlagFacts]) -> list[str]:
     # who wrote and since when -- never a word of what they wrote (the flag's excerpt is not read)
     return [
         c.t("urgent_item", ref=f.ref, name=c.person(f).first_name, role=c.role(f.who), since=c.d(f.since),
-            phone=c.person(f).phone or "?")
+            phone=display_phone(c.person(f).phone))
         for f in _of(flags, FlagKind.URGENT)
     ]  # fmt: skip
 
@@ -263,7 +271,7 @@ def _calls(c: _Ctx, flags: Sequence[FlagFacts]) -> list[str]:
         why = c.t("bounce" if f.reason == FlagReason.BOUNCE else "no_reply")
         days = (c.today - local_date(f.since, c.policy)).days
         person = c.person(f)
-        out.append(c.t("call_item", ref=f.ref, name=person.first_name, role=c.role(f.who), phone=person.phone or "?",
+        out.append(c.t("call_item", ref=f.ref, name=person.first_name, role=c.role(f.who), phone=display_phone(person.phone),
                        why=why, since=c.d(f.since), days=days, attempt=f.attempt))  # fmt: skip
     return out
 

@@ -64,9 +64,9 @@ def _digest_kind() -> tuple:  # type: ignore[type-arg]
     ("flag_", "key", "expected"),
     [
         (flag("P1", FlagKind.CALL, Role.MENTEE, "no_reply", attempt=2), "calls",
-         "P1 — Yanis1 (mentoré(e)), +33761234567 : pas de réponse au suivi depuis le 05/10 (7 j), tentative n° 2"),
+         "P1 — Yanis1 (mentoré(e)), 07\u00a061\u00a023\u00a045\u00a067 : pas de réponse au suivi depuis le 05/10 (7 j), tentative n° 2"),
         (flag("P1", FlagKind.CALL, Role.MENTOR, "bounce"), "calls",
-         "P1 — Claire1 (mentor), +33612345678 : adresse e-mail refusée depuis le 05/10 (7 j), tentative n° 1"),
+         "P1 — Claire1 (mentor), 06\u00a012\u00a034\u00a056\u00a078 : adresse e-mail refusée depuis le 05/10 (7 j), tentative n° 1"),
         (flag("P1", FlagKind.CLOSURE_REQUESTED, None, "stop"), "closure",
          "P1 — Claire1 et Yanis1 : arrêt demandé le 05/10. Pour confirmer : « clôture P1 »"),
         (flag("P1", FlagKind.REMATCH, Role.MENTOR, "no_contact"), "first_contact",
