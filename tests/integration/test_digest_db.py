@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import date, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -253,3 +254,20 @@ def test_stats_match_a_hand_computed_programme(db_url: str) -> None:
     assert october["first_contact_days"]["count"] == 0 and october["followup_response"]["rounds_sent"] == 6
     assert october["closures_by_reason"] == {"closed_by_operator": 0, "closed_on_request": 0, "ended_no_contact": 0}
     assert october["mentors_available_again"] == 0 and october["pairs_total"] == 5
+
+
+def test_export_neutralises_formulas_and_holds_no_identities(db_url: str, tmp_path: Path) -> None:
+    from mailflow.export import export_pairs_csv, neutralise
+
+    assert [neutralise(v) for v in ("=1+1", "+33", "-2", "@SUM(A1)", "\tx", "\rx", "ok", None)] == [
+        "'=1+1", "'+33", "'-2", "'@SUM(A1)", "'\tx", "'\rx", "ok", "",
+    ]  # fmt: skip
+    engine, settings = make_world(db_url, n=2)
+    with session_scope(engine) as s:
+        person = s.exec(select(Person).where(Person.role == "mentor")).first()
+        assert person is not None
+        person.sector = '=HYPERLINK("http://x","y")'
+        s.add(person)
+    assert export_pairs_csv(engine, tmp_path / "p.csv", at(2026, 9, 2)) == 2
+    text = (tmp_path / "p.csv").read_text(encoding="utf-8-sig")
+    assert "'=HYPERLINK" in text and "@" not in text and "Mentee0x" not in text and "Durand" not in text
