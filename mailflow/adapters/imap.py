@@ -241,9 +241,9 @@ class ImapMailbox:
             if response.result != "OK" and b"ALREADYEXISTS" not in bytes(response.lines[-1]):
                 raise MailboxError(f"IMAP create {name} failed: {_status_text(response)}")
 
-    async def select(self) -> int:
-        """SELECT the configured folder; return its UIDVALIDITY."""
-        response = await self._ok("select", self._imap.select(_quote(self.config.folder)))
+    async def select(self, folder: str | None = None) -> int:
+        """SELECT the configured folder (or `folder`); return its UIDVALIDITY."""
+        response = await self._ok("select", self._imap.select(_quote(folder or self.config.folder)))
         for line in response.lines:
             match = _UIDVALIDITY.search(bytes(line))
             if match:
@@ -299,7 +299,30 @@ class ImapMailbox:
                 out[uid] = " ".join(str(value).split()) if value else None
         return out
 
+    async def search_text(self, needle: str) -> list[int]:
+        """UIDs whose header or body contains the ASCII `needle` (SEARCH TEXT, decoded by the server)."""
+        if not needle.isascii() or '"' in needle or "\\" in needle:
+            raise MailboxError("IMAP search: only plain ASCII text can be searched")
+        response = await self._ok("search", self._imap.uid_search("TEXT", f'"{needle}"', charset=None))
+        found: set[int] = set()
+        for line in response.lines[:-1]:
+            tokens = bytes(line).split()
+            if tokens and all(t.isdigit() for t in tokens):
+                found.update(int(t) for t in tokens)
+        return sorted(found)
+
     # -- changing ---------------------------------------------------------------------------
+    async def delete(self, uids: Sequence[int]) -> None:
+        """Delete messages for good from the selected folder (\\Deleted + EXPUNGE)."""
+        if not uids:
+            return
+        imap = self._imap
+        await self._ok("store \\Deleted", imap.uid("store", _uid_set(uids), "+FLAGS.SILENT", r"(\Deleted)"))
+        if imap.has_capability("UIDPLUS"):
+            await self._ok("expunge", imap.uid("expunge", _uid_set(uids)))
+        else:
+            await self._ok("expunge", imap.expunge())
+
     async def move(self, uid: int, folder: str) -> None:
         """Move one message (MOVE, else COPY + \\Deleted + UID EXPUNGE)."""
         imap, target = self._imap, _quote(folder)

@@ -57,6 +57,9 @@ def _register() -> None:
     from mailflow.cli import referents
 
     referents.register(app)
+    from mailflow.cli import privacy
+
+    privacy.register(app)
 
 
 _register()
