@@ -68,9 +68,10 @@ class FaultProxy:
     def cut(self, after: int, direction: Literal["up", "down"] = "up") -> FaultProxy:
         return self._set(mode="cut", cut_after=after, direction=direction)
 
-    def lose_reply(self, pattern: bytes) -> FaultProxy:
-        """Close the connection instead of forwarding a server chunk containing `pattern` (the work was done)."""
-        return self._set(mode="lose_reply", pattern=pattern)
+    def lose_reply(self, pattern: bytes, direction: Literal["up", "down"] = "down") -> FaultProxy:
+        """Close the connection instead of forwarding a chunk containing `pattern`: "down", the server did the
+        work but the client never hears it; "up", the command never reaches the server."""
+        return self._set(mode="lose_reply", pattern=pattern, direction=direction)
 
     def refuse(self) -> FaultProxy:
         return self._set(mode="refuse")
@@ -177,7 +178,7 @@ class FaultProxy:
                 if s.mode == "delay":
                     self.faults["delay"] += 1
                     await asyncio.sleep(s.delay_s)
-                if s.mode == "lose_reply" and direction == "down" and s.pattern in data:
+                if s.mode == "lose_reply" and direction == s.direction and s.pattern in data:
                     self.faults["lose_reply"] += 1
                     break
                 if s.mode == "cut" and s.direction == direction:
