@@ -14,7 +14,8 @@ from email.utils import make_msgid
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlmodel import Session, select
 
 from mailflow.adapters.tables import InboundMessage, OutboxMessage, PairEvent

@@ -140,7 +140,8 @@ def kill_loop(tmp_path: Path, smtp: RecordingSMTPServer, dovecot: DovecotServer,
             deliver_some_replies(world, ledger, rng, 1)  # arrives while no daemon runs
         restarted = start_daemon(world, log)  # at once: the flock died with the killed process
         try:
-            assert wait_for(lambda: settled(world, restarted.pid), 30), f"run {run} did not settle:\n{log.read_text()[-3000:]}"
+            pid = restarted.pid
+            assert wait_for(lambda: settled(world, pid), 30), f"run {run} did not settle:\n{log.read_text()[-3000:]}"
             time.sleep(0.3)
         finally:
             restarted.send_signal(signal.SIGTERM)
