@@ -15,6 +15,7 @@ Counts are printed (run with -s) so they can be quoted.
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import os
 import random
@@ -140,8 +141,7 @@ def kill_loop(tmp_path: Path, smtp: RecordingSMTPServer, dovecot: DovecotServer,
             deliver_some_replies(world, ledger, rng, 1)  # arrives while no daemon runs
         restarted = start_daemon(world, log)  # at once: the flock died with the killed process
         try:
-            pid = restarted.pid
-            assert wait_for(lambda: settled(world, pid), 30), f"run {run} did not settle:\n{log.read_text()[-3000:]}"
+            assert wait_for(functools.partial(settled, world, restarted.pid), 30), f"run {run} did not settle:\n{log.read_text()[-3000:]}"
             time.sleep(0.3)
         finally:
             restarted.send_signal(signal.SIGTERM)
