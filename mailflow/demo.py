@@ -137,27 +137,30 @@ class Archive:
     root: Path
     rows: list[dict[str, str]] = field(default_factory=list)
 
-    def add(self, at: datetime, direction: str, kind: str, ref: str, role: str, raw: bytes, msg: EmailMessage) -> None:
+    def add(self, at: datetime, direction: str, kind: str, who: Who, raw: bytes, msg: EmailMessage) -> None:
+        ref, role = who.ref, who.role
         n = len(self.rows) + 1
-        stem = f"{n:04d}-{at.astimezone(PARIS):%Y%m%d-%H%M}-{kind}-{ref or 'all'}-{role}"
+        stem = f"{n:04d}-{at.astimezone(PARIS):%Y%m%d-%H%M}-{kind}-{ref + '-' if ref else ''}{role}"
         folder = self.root / ("emails" if direction == "sent" else "inbox")
         (folder / f"{stem}.eml").write_bytes(raw)
         (folder / f"{stem}.html").write_text(_html_body(msg), encoding="utf-8")
         self.rows.append({"at": f"{at.astimezone(PARIS):%Y-%m-%d %H:%M}", "direction": direction, "kind": kind, "ref": ref,
-                          "role": role, "subject": str(msg["Subject"] or ""), "eml": f"{folder.name}/{stem}.eml",
+                          "role": role, "name": who.first_name, "subject": str(msg["Subject"] or ""), "eml": f"{folder.name}/{stem}.eml",
                           "html": f"{folder.name}/{stem}.html"})  # fmt: skip
 
     def write_index(self, counts: Counter[str]) -> Path:
         cells = []
-        for r in self.rows:
+        for r in sorted(self.rows, key=lambda r: r["at"]):  # stable: same-minute emails keep their order
             arrow = "&rarr; sent" if r["direction"] == "sent" else "&larr; received"
             cells.append(
                 f'<tr class="{r["direction"]} k-{html.escape(r["kind"])}"><td>{r["at"]}</td><td>{arrow}</td>'
-                f"<td><code>{html.escape(r['kind'])}</code></td><td>{html.escape(r['ref'])}</td><td>{html.escape(r['role'])}</td>"
+                f"<td><code>{html.escape(r['kind'])}</code></td><td>{html.escape(r['ref'])}</td><td>{html.escape(r['role'])}</td><td>{html.escape(r['name'])}</td>"
                 f'<td>{html.escape(r["subject"])}</td><td><a href="{r["html"]}">view</a> · <a href="{r["eml"]}">.eml</a></td></tr>'
             )
         summary = " · ".join(f"<code>{html.escape(k)}</code> {v}" for k, v in sorted(counts.items()))
-        page = INDEX_TEMPLATE.format(count=len(self.rows), summary=summary, rows="\n".join(cells))
+        kinds = sorted({r["kind"] for r in self.rows})
+        options = "".join(f'<option value="{html.escape(k)}">{html.escape(k)}</option>' for k in kinds)
+        page = INDEX_TEMPLATE.format(count=len(self.rows), summary=summary, options=options, rows="\n".join(cells))
         path = self.root / "index.html"
         path.write_text(page, encoding="utf-8")
         return path
@@ -172,14 +175,26 @@ table {{ border-collapse: collapse; width: 100%; }}
 th, td {{ text-align: left; padding: 4px 8px; border-bottom: 1px solid #e3e3e3; vertical-align: top; }}
 th {{ background: #f3f3f3; position: sticky; top: 0; }}
 tr.received td {{ background: #f7fbff; }} tr.k-urgent_alert td {{ background: #fff1f0; }}
-code {{ font-size: 12px; }} td:first-child {{ white-space: nowrap; }}
+code {{ font-size: 12px; }} td:nth-child(1), td:nth-child(2), td:last-child {{ white-space: nowrap; }}
+label {{ margin-right: 1em; }}
 </style></head><body>
 <h1>mailflow demo: every email of seven months</h1>
 <p>{count} emails, sent by mailflow (&rarr;) and received from the scripted personas (&larr;). Times are Paris time.<br>{summary}</p>
-<table><thead><tr><th>date</th><th>direction</th><th>kind</th><th>pair</th><th>recipient / sender</th><th>subject</th><th>open</th></tr></thead>
+<p><label><input type="checkbox" id="hide-digests"> hide the daily digests</label>
+<label>only kind <select id="kind"><option value="">(all)</option>{options}</select></label></p>
+<table><thead><tr><th>date</th><th>direction</th><th>kind</th><th>pair</th><th>recipient / sender</th><th>first name</th>
+<th>subject</th><th>open</th></tr></thead>
 <tbody>
 {rows}
-</tbody></table></body></html>
+</tbody></table>
+<script>
+const rows = [...document.querySelectorAll("tbody tr")];
+function filter() {{
+  const hide = document.getElementById("hide-digests").checked, kind = document.getElementById("kind").value;
+  for (const r of rows) r.hidden = (hide && r.classList.contains("k-digest")) || (kind && !r.classList.contains("k-" + kind));
+}}
+document.getElementById("hide-digests").onchange = filter; document.getElementById("kind").onchange = filter;
+</script></body></html>
 """
 
 
@@ -318,7 +333,7 @@ class Demo:
         who = self.who.get(received.rcpt.lower(), Who("", "team", "", ""))
         self.counts[kind] += 1
         sent_at = msg["Date"].datetime if msg["Date"] else now
-        self.archive.add(sent_at, "sent", kind, who.ref, who.role, received.data, msg)
+        self.archive.add(sent_at, "sent", kind, who, received.data, msg)
         mark = "!!" if kind == "urgent_alert" else "->"
         self.timeline.add(sent_at, f"{mark} {kind:<22} to {who.role:<8} {who.ref or '    '} {who.first_name}", digest=kind == "digest")
         if who.role == "referent":
@@ -350,7 +365,7 @@ class Demo:
             row = s.exec(select(InboundMessage).where(InboundMessage.dedup_key == str(msg["Message-ID"]).strip())).first()
         kind = row.kind if row else "?"
         intent = f", intent {row.intent}" if row is not None and row.intent else ""
-        self.archive.add(now, "received", kind, who.ref, who.role, raw, msg)
+        self.archive.add(now, "received", kind, who, raw, msg)
         subject = f"{who.role} {who.ref} {who.first_name}".replace("  ", " ")
         where = "" if outcome.label == "processed" else f" [{outcome.label}]"
         self.timeline.add(now, f"<- {subject} sent {label}: understood as {kind}{intent}{where}")
