@@ -14,9 +14,9 @@ from sqlmodel import Session
 from mailflow.cli.context import ctx_of, fail, guarded, print_json
 from mailflow.core.model import EmailKind, Role
 
-calls_app = typer.Typer(help="Phone calls the team has to make.", no_args_is_help=True)
-outbox_app = typer.Typer(help="Outgoing emails: list and retry.", no_args_is_help=True)
-templates_app = typer.Typer(help="Email templates: check and preview.", no_args_is_help=True)
+calls_app = typer.Typer(help="Phone calls the team has to make.\n\nExample: mailflow calls list", no_args_is_help=True)
+outbox_app = typer.Typer(help="Outgoing emails: list and retry.\n\nExample: mailflow outbox list --state failed", no_args_is_help=True)
+templates_app = typer.Typer(help="Email templates: check and preview.\n\nExample: mailflow templates check", no_args_is_help=True)
 
 
 @guarded

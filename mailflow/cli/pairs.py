@@ -12,7 +12,7 @@ from sqlmodel import Session
 
 from mailflow.cli.context import ctx_of, fail, guarded, print_json
 
-app = typer.Typer(help="Import, list and manage pairs.", no_args_is_help=True)
+app = typer.Typer(help="Import, list and manage pairs.\n\nExample: mailflow pairs import config/example-pairs.csv", no_args_is_help=True)
 
 
 @app.command("import")

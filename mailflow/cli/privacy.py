@@ -11,7 +11,10 @@ import typer
 
 from mailflow.cli.context import ctx_of, fail, guarded, print_json
 
-people_app = typer.Typer(help="Data-protection requests: export or erase what is held about a person.", no_args_is_help=True)
+people_app = typer.Typer(
+    help="Data-protection requests: export or erase what is held about a person.\n\nExample: mailflow people export zoe@example.net",
+    no_args_is_help=True,
+)
 
 
 @people_app.command("export")

@@ -12,8 +12,8 @@ from rich.table import Table
 
 from mailflow.cli.context import ctx_of, fail, guarded, print_json
 
-digest_app = typer.Typer(help="The referents' daily digest.", no_args_is_help=True)
-export_app = typer.Typer(help="Exports for reporting (no personal data).", no_args_is_help=True)
+digest_app = typer.Typer(help="The referents' daily digest.\n\nExample: mailflow digest preview --referent ines@example.org", no_args_is_help=True)
+export_app = typer.Typer(help="Exports for reporting (no personal data).\n\nExample: mailflow export pairs --csv pairs.csv", no_args_is_help=True)
 
 
 @digest_app.command("preview")
