@@ -22,11 +22,16 @@ def parse_now(value: str, tz: ZoneInfo) -> datetime:
 
 
 class Clock:
-    """Real time, optionally starting at a fixed instant and then advancing in real time."""
+    """Real time, optionally starting at a fixed instant and then advancing in real time.
 
-    def __init__(self, start: datetime | None = None, *, frozen: bool = False) -> None:
+    `speed` > 1 runs a started clock faster than real time (tests and demos simulate weeks in
+    minutes with MAILFLOW_CLOCK_SPEED); durations the daemon sleeps are divided by it.
+    """
+
+    def __init__(self, start: datetime | None = None, *, frozen: bool = False, speed: float = 1.0) -> None:
         self._start = start
         self._frozen = frozen
+        self.speed = speed if start is not None and not frozen else 1.0
         self._mono0 = time.monotonic()
 
     def now(self) -> datetime:
@@ -34,4 +39,4 @@ class Clock:
             return datetime.now(UTC)
         if self._frozen:
             return self._start
-        return self._start + timedelta(seconds=time.monotonic() - self._mono0)
+        return self._start + timedelta(seconds=(time.monotonic() - self._mono0) * self.speed)

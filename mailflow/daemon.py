@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 
 from mailflow.cli.context import AppContext
 from mailflow.clock import Clock
@@ -17,7 +18,11 @@ log = logging.getLogger("mailflow.daemon")
 
 def _clock(app_ctx: AppContext, *, frozen: bool) -> Clock:
     start = app_ctx.now() if app_ctx.now_text else None
-    return Clock(start, frozen=frozen)
+    try:
+        speed = float(os.environ.get("MAILFLOW_CLOCK_SPEED", "1") or 1)
+    except ValueError:
+        speed = 1.0
+    return Clock(start, frozen=frozen, speed=max(1.0, speed))
 
 
 def run_once_command(app_ctx: AppContext) -> int:

@@ -243,6 +243,11 @@ class InboxReader:
     def __init__(self, engine: Engine, settings: Settings, clock: Callable[[], datetime]) -> None:
         self.engine, self.settings, self.clock = engine, settings, clock
         self.processor = InboxProcessor(engine, settings)
+        self.seen_uids: set[int] = set()
+
+    async def has_new(self, mailbox: ImapMailbox) -> bool:
+        """Mail that arrived while we were busy: its EXISTS came inside another command's answer."""
+        return bool(set(await mailbox.uids()) - self.seen_uids)
 
     def _attempts(self, uidvalidity: int) -> dict[str, int]:
         with Session(self.engine) as session:
@@ -265,6 +270,7 @@ class InboxReader:
         await mailbox.ensure_folders([folders["processed"], folders["unmatched"], folders["quarantine"]])
         uidvalidity = await mailbox.select()
         uids = await mailbox.uids()
+        self.seen_uids = set(uids)
         if not uids:
             self._save_attempts(uidvalidity, {})
             return counts

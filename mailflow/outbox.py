@@ -121,13 +121,14 @@ class OutboxSender:
     """Drains due outbox rows through `max_connections` reused SMTP connections, rate-limited."""
 
     def __init__(self, engine: Engine, settings: Settings, owner: str, clock: Callable[[], datetime],
-                 sender_factory: Callable[[], SmtpSender] | None = None) -> None:  # fmt: skip
+                 sender_factory: Callable[[], SmtpSender] | None = None, lease_scale: float = 1.0) -> None:  # fmt: skip
         self.engine, self.settings, self.owner, self.clock = engine, settings, owner, clock
         self.composer = Composer(settings)
         self.sender_factory = sender_factory or (lambda: SmtpSender(smtp_config(settings)))
         self._interval_s = 60.0 / settings.smtp.rate_per_minute
         self._next_slot = 0.0
-        self._lease_s = max(60.0, settings.smtp.timeout_s * 4)
+        # the lease outlives any send (timeouts included); in clock seconds when the clock runs fast
+        self._lease_s = max(60.0, settings.smtp.timeout_s * 4) * lease_scale
 
     async def _pace(self) -> None:
         now = time.monotonic()

@@ -66,7 +66,7 @@ class Daemon:
         self.lifecycle_wake = asyncio.Event()
         self.outbox_wake = asyncio.Event()
         self.leadership = Leadership(engine)
-        self.sender = OutboxSender(engine, settings, self.owner, clock.now)
+        self.sender = OutboxSender(engine, settings, self.owner, clock.now, lease_scale=clock.speed)
 
     # ---- helpers ----------------------------------------------------------------------------
     async def _sleep(self, seconds: float, wake: asyncio.Event | None = None) -> None:
@@ -95,9 +95,10 @@ class Daemon:
             await self._sleep(delay, None if backoff.failures else getattr(step, "wake", None))
 
     def _until(self, when: datetime | None) -> float:
+        """Real seconds to sleep until a (clock) instant."""
         if when is None:
             return MAX_SLEEP_S
-        return min(MAX_SLEEP_S, max(0.0, (when - self.clock.now()).total_seconds()))
+        return min(MAX_SLEEP_S, max(0.0, (when - self.clock.now()).total_seconds() / self.clock.speed))
 
     # ---- loops ------------------------------------------------------------------------------
     async def leader_loop(self) -> None:
@@ -135,6 +136,8 @@ class Daemon:
                 if counts:
                     self.lifecycle_wake.set()
                     self.outbox_wake.set()
+                if await reader.has_new(mailbox):
+                    continue
                 await self._wait_mail(mailbox)
             except EXPECTED as exc:
                 if mailbox is not None:
