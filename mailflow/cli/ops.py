@@ -57,6 +57,36 @@ def status(ctx: typer.Context, json_: Annotated[bool, typer.Option("--json", hel
     raise SystemExit(0 if healthy else 1)
 
 
+@guarded
+def simulate(
+    ctx: typer.Context,
+    days: Annotated[int, typer.Option("--days", min=1, max=3660, help="How many days to play.")] = 200,
+    from_: Annotated[str | None, typer.Option("--from", help="Start date/time (default: now).")] = None,
+    replies: Annotated[Path | None, typer.Option("--replies", help='JSON lines {"at", "ref", "who", "intent"} to play.')] = None,
+    json_: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False,
+) -> None:
+    """Play the calendar on a copy of the data with a virtual clock; nothing is sent.
+
+    Example: mailflow simulate --days 200 --from 2026-09-01
+    """
+    from mailflow.clock import parse_now
+    from mailflow.simulate import read_replies
+    from mailflow.simulate import simulate as play
+
+    app_ctx = ctx_of(ctx)
+    settings = app_ctx.settings
+    start = parse_now(from_, settings.tz) if from_ else app_ctx.now()
+    scripted = read_replies(replies, settings) if replies else []
+    timeline = play(app_ctx.engine(), settings, start, days, scripted)
+    if json_:
+        print_json(timeline)
+        return
+    for ref, lines in timeline.items():
+        typer.echo(ref)
+        for line in lines:
+            typer.echo(f"  {line}")
+
+
 @calls_app.command("list")
 @guarded
 def calls_list(ctx: typer.Context, json_: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False) -> None:
@@ -188,6 +218,7 @@ def templates_preview(
 def register(app: typer.Typer, pairs_app: typer.Typer) -> None:
     app.command("run")(run)
     app.command("status")(status)
+    app.command("simulate")(simulate)
     app.add_typer(calls_app, name="calls")
     app.add_typer(outbox_app, name="outbox")
     app.add_typer(templates_app, name="templates")
