@@ -1,6 +1,7 @@
 """Local mail servers to try `mailflow run` by hand: a throwaway Dovecot (IMAP) and an aiosmtpd relay.
 
     .venv/bin/python scripts/local-mail.py          # needs Dovecot: bash scripts/install-test-deps.sh
+    .venv/bin/python scripts/local-mail.py reply "Bonjour, on s'est appelés hier soir !"   # (2nd shell, env sourced)
 
 Writes the MAILFLOW_* variables to source in another shell, then keeps both servers up (Ctrl-C or
 SIGTERM stops them and deletes everything). Every email mailflow sends is kept by the relay and
@@ -57,5 +58,30 @@ def main() -> int:
     return 0
 
 
+def reply(text: str) -> int:
+    """Answer the latest introduction in Sent-Copies as its recipient would (Gmail style), into INBOX."""
+    import imaplib
+    import os
+    from datetime import UTC, datetime
+    from email import policy
+    from email.parser import BytesParser
+
+    from mailflow.demo_personas import Say, write_reply
+
+    client = imaplib.IMAP4(os.environ["MAILFLOW_IMAP__HOST"], int(os.environ["MAILFLOW_IMAP__PORT"]))
+    client.login(os.environ["MAILFLOW_IMAP__USERNAME"], os.environ["MAILFLOW_IMAP__PASSWORD"])
+    client.select("Sent-Copies")
+    for num in reversed(client.search(None, "ALL")[1][0].split()):
+        msg = BytesParser(policy=policy.default).parsebytes(client.fetch(num, "(RFC822)")[1][0][1])  # type: ignore[index]
+        if msg["X-Mailflow-Kind"] == "introduction":
+            raw = write_reply(msg, Say(text), msg["To"].addresses[0].addr_spec, "gmail", datetime.now(UTC))
+            client.append("INBOX", None, None, raw)
+            print("reply appended to INBOX; the daemon applies it within seconds (mailflow pairs list)")
+            client.logout()
+            return 0
+    print("no introduction in Sent-Copies yet: start `mailflow run` first")
+    return 1
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(reply(sys.argv[2]) if sys.argv[1:2] == ["reply"] else main())
