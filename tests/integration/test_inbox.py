@@ -101,3 +101,120 @@ async def test_reply_json_shape_in_show(world: World) -> None:
     world.deliver(world.reply_to(intro, "1"))
     await world.run_once("2026-09-02T10:00")
     json.dumps(pair(world, "P01"))
+
+
+class Killed(BaseException):
+    """Stands for the process dying between fetch and commit."""
+
+
+async def test_killed_after_fetch_before_commit_applies_once_on_restart(world: World) -> None:
+    from mailflow import inbox as inbox_module
+
+    (intro,) = world.sent("introduction", to="mentee1@example.net")
+    world.deliver(world.reply_to(intro, "Bonjour, tout va bien de mon côté."))
+    real = inbox_module.InboxProcessor._apply
+
+    def dying(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        real(self, *args, **kwargs)  # the effects are computed, the transaction is not committed
+        raise Killed
+
+    inbox_module.InboxProcessor._apply = dying  # type: ignore[method-assign]
+    try:
+        with pytest.raises(Killed):
+            await world.run_once("2026-09-02T10:00")
+    finally:
+        inbox_module.InboxProcessor._apply = real  # type: ignore[method-assign]
+    assert pair(world, "P01")["state"] == "awaiting_first_contact"
+    assert len(world.folder("INBOX")) == 1  # not moved: nothing was committed
+    await world.run_once("2026-09-02T10:05")
+    p = pair(world, "P01")
+    assert p["state"] == "active" and len([e for e in p["events"] if e["kind"] == "reply"]) == 1
+    await world.run_once("2026-09-02T10:10")
+    assert len([e for e in pair(world, "P01")["events"] if e["kind"] == "reply"]) == 1
+
+
+async def test_killed_after_commit_before_move_is_only_moved(world: World) -> None:
+    from mailflow.adapters import imap as imap_module
+
+    (intro,) = world.sent("introduction", to="mentee2@example.net")
+    world.deliver(world.reply_to(intro, "1"))
+    real = imap_module.ImapMailbox.move
+
+    async def dying(self, uid, folder):  # type: ignore[no-untyped-def]
+        raise Killed
+
+    imap_module.ImapMailbox.move = dying  # type: ignore[method-assign]
+    try:
+        with pytest.raises(Killed):
+            await world.run_once("2026-09-02T10:00")
+    finally:
+        imap_module.ImapMailbox.move = real  # type: ignore[method-assign]
+    assert len(world.folder("INBOX")) == 1
+    await world.run_once("2026-09-02T10:05")
+    assert world.folder("INBOX") == [] and len(world.folder("Processed")) == 1
+    assert len([e for e in pair(world, "P02")["events"] if e["kind"] == "reply"]) == 1
+
+
+async def test_bounce_to_verp_address_flags_a_call_and_holds_mail(world: World) -> None:
+    (intro,) = world.sent("introduction", to="mentee1@example.net")
+    verp = next(m.mail_from for m in world.smtp.messages if "mentee1@example.net" in m.rcpt_tos)
+    dsn = (
+        f"From: MAILER-DAEMON@relay.example\r\nTo: {verp}\r\nSubject: Undelivered Mail Returned to Sender\r\n"
+        "Message-ID: <dsn1@relay.example>\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
+        "--B\r\nContent-Type: text/plain\r\n\r\nDelivery failed.\r\n"
+        "--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; relay.example\r\n\r\n"
+        "Final-Recipient: rfc822; mentee1@example.net\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n"
+        f"--B\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: {intro['Message-ID']}\r\n\r\n--B--\r\n"
+    ).encode()
+    world.deliver(dsn)
+    await world.run_once("2026-09-02T10:00")
+    p = pair(world, "P01")
+    assert ("call", "mentee", "bounce") in {(f["kind"], f["who"], f["reason"]) for f in p["flags"]}
+    assert [e.get("permanent") for e in p["events"] if e["kind"] == "bounce"] == ["true"]
+    await world.run_once("2026-09-08T09:00")  # the day-7 reminder is held, not sent to a dead address
+    assert world.sent("first_contact_reminder", to="mentee1@example.net") == []
+    assert len(world.sent("first_contact_reminder", to="mentee2@example.net")) == 1
+
+
+async def test_delay_notice_changes_nothing(world: World) -> None:
+    verp = next(m.mail_from for m in world.smtp.messages if "mentee1@example.net" in m.rcpt_tos)
+    dsn = (
+        f"From: MAILER-DAEMON@relay.example\r\nTo: {verp}\r\nSubject: Delayed Mail (still being retried)\r\n"
+        "Message-ID: <dsn2@relay.example>\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
+        "--B\r\nContent-Type: text/plain\r\n\r\nStill trying.\r\n"
+        "--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; relay.example\r\n\r\n"
+        "Final-Recipient: rfc822; mentee1@example.net\r\nAction: delayed\r\nStatus: 4.4.1\r\n\r\n--B--\r\n"
+    ).encode()
+    world.deliver(dsn)
+    await world.run_once("2026-09-02T10:00")
+    p = pair(world, "P01")
+    assert p["flags"] == [] and p["state"] == "awaiting_first_contact"
+
+
+async def test_dovecot_restart_during_idle_misses_nothing(db_url: str, smtp_server: RecordingSMTPServer, dovecot: DovecotServer) -> None:
+    import asyncio
+
+    from mailflow.clock import Clock
+    from mailflow.runner import Daemon
+
+    w = World(db_url, smtp_server, dovecot)
+    w.import_rows([pair_row(1)])
+    await w.run_once("2026-09-01T09:00")
+    (intro,) = w.sent("introduction", to="mentee1@example.net")
+    daemon = Daemon(w.engine, w.settings, Clock(w.now("2026-09-02T10:00")))
+    task = asyncio.ensure_future(daemon.run())
+    try:
+        await asyncio.sleep(1.5)  # reader connected and in IDLE
+        await asyncio.to_thread(dovecot.restart)
+        w.deliver(w.reply_to(intro, "Merci, c'est noté."))
+        for _ in range(100):
+            if pair(w, "P01")["state"] == "active":
+                break
+            await asyncio.sleep(0.2)
+        assert pair(w, "P01")["state"] == "active"
+        assert w.folder("INBOX") == []
+    finally:
+        daemon.stop()
+        assert await asyncio.wait_for(task, 15) == 0
