@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, time
 
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
@@ -94,7 +94,7 @@ def import_roster(engine: Engine, rows: list[PairRow], now: datetime) -> ImportR
             pair = Pair(
                 ref=row.ref, mentor_id=mentor.id or 0, mentee_id=mentee.id or 0, referent_id=referent.id or 0,
                 track=row.track.value, matched_on=row.matched_on, state=State.AWAITING_FIRST_CONTACT.value,
-                next_due_at=now, created_at=now,
+                next_due_at=min(now, datetime.combine(row.matched_on, time.min, tzinfo=UTC)), created_at=now,
             )  # fmt: skip
             session.add(pair)
             session.flush()
