@@ -138,7 +138,7 @@ def find_person(session: Session, email: str) -> Person:
 
 
 def _pairs_of(session: Session, person_id: int) -> list[tuple[Pair, str]]:
-    query = select(Pair).where(or_(Pair.mentor_id == person_id, Pair.mentee_id == person_id, Pair.referent_id == person_id))
+    query = select(Pair).where(or_(col(Pair.mentor_id) == person_id, col(Pair.mentee_id) == person_id, col(Pair.referent_id) == person_id))
     out = []
     for pair in session.exec(query.order_by(col(Pair.ref))):
         role = "mentor" if pair.mentor_id == person_id else "mentee" if pair.mentee_id == person_id else "referent"
@@ -223,7 +223,7 @@ def _erase_rows(session: Session, person: Person, others: list[Identity]) -> dic
             m.text = _scrub_text(m.text, idents)
             session.add(m)
     new_email = f"erased-{secrets.token_hex(8)}@invalid"
-    for r in session.exec(select(OutboxMessage).where(or_(OutboxMessage.person_id == pid, OutboxMessage.to_address == ident.email))):
+    for r in session.exec(select(OutboxMessage).where(or_(col(OutboxMessage.person_id) == pid, col(OutboxMessage.to_address) == ident.email))):
         r.to_address, counts["outbox"] = new_email, counts["outbox"] + 1
         if r.state in ("pending", "held", "sending"):
             r.state, r.last_error, r.lease_owner, r.lease_until = "failed", "recipient erased", None, None
@@ -374,7 +374,7 @@ def compact(engine: Engine, tables: Iterable[str] = TOUCHED_TABLES) -> None:
             if busy and busy[0]:
                 log.warning("WAL checkpoint incomplete (a reader is active)", extra={"action": "privacy_compact"})
         elif engine.dialect.name == "postgresql":
-            driver = raw.driver_connection
+            driver: Any = raw.driver_connection
             driver.autocommit = True  # VACUUM cannot run in a transaction
             for table in tables:
                 driver.execute(f"VACUUM {table}")  # names come from TOUCHED_TABLES, not from input
@@ -454,7 +454,7 @@ def _expired_people(session: Session, now: datetime, months: int) -> list[Person
         for pid in members:
             latest[pid] = max(latest.get(pid, ended), ended)
     ids = [pid for pid, ended in latest.items() if pid not in keep and ended < cutoff]
-    people = session.exec(select(Person).where(col(Person.id).in_(ids), Person.erased == False)) if ids else []  # noqa: E712
+    people: Iterable[Person] = session.exec(select(Person).where(col(Person.id).in_(ids), Person.erased == False)) if ids else []  # noqa: E712
     return sorted(people, key=lambda p: p.id or 0)
 
 
@@ -466,9 +466,8 @@ def purge(engine: Engine, settings: Settings, now: datetime, *, dry_run: bool = 
     with session_scope(engine) as session:
         people = _expired_people(session, now, r.closed_pair_months)
         idents = [Identity.of(p) for p in people]
-        old = list(session.exec(
-            select(InboundMessage).where(col(InboundMessage.received_at) < cutoff, or_(InboundMessage.text != "", InboundMessage.target_folder != ""))
-        ))  # fmt: skip
+        kept = or_(col(InboundMessage.text) != "", col(InboundMessage.target_folder) != "")
+        old = list(session.exec(select(InboundMessage).where(col(InboundMessage.received_at) < cutoff, kept)))
         keys = {m.dedup_key for m in old}
         report.people_erased, report.messages_blanked = len(people), len(old)
         report.person_ids = [p.id for p in people if p.id is not None]
