@@ -104,12 +104,16 @@ class _Writer:
         self.conn: Any = self.proxy.driver_connection
         self.pg = engine.dialect.name == "postgresql"
         if not self.pg:
+            # this connection only: a large page cache, or index inserts into a 100k-pair file thrash the default 2 MB
+            self.conn.execute("PRAGMA cache_size=-400000")
             self.conn.execute("BEGIN")
 
     def ts(self, t: datetime | None) -> Any:
         if t is None or self.pg:
             return t
-        return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")  # SQLAlchemy's SQLite DATETIME format (naive UTC)
+        if t.tzinfo is not UTC:
+            t = t.astimezone(UTC)
+        return t.replace(tzinfo=None).isoformat(" ", "microseconds")  # SQLAlchemy's SQLite DATETIME format (naive UTC)
 
     def day(self, d: date | None) -> Any:
         return d if d is None or self.pg else d.isoformat()
@@ -163,14 +167,14 @@ class _Pair:
 
     def ev(self, kind: str, at: datetime, who: str | None = None, intent: str | None = None, email_kind: str | None = None,
            slot: str | None = None, flag: str | None = None, reason: str | None = None, data: dict[str, str] | None = None) -> None:  # fmt: skip
-        body = (kind, who, intent, email_kind, slot, flag, reason, json.dumps(data or {}, ensure_ascii=False, sort_keys=True))
+        body = (kind, who, intent, email_kind, slot, flag, reason, json.dumps(data, ensure_ascii=False, sort_keys=True) if data else "{}")
         self.events.append((at, len(self.events), body))
 
     def mail(self, kind: str, role: str, slot: str, at: datetime) -> None:
         g = self.g
         person_id, email, _ = self.people[role]
         oid = g.next_id("outbox")
-        mid = f"<{g.rng.getrandbits(64):016x}.{oid}@{DOMAIN}>"
+        mid = f"<{oid:010d}.{g.rng.getrandbits(48):012x}@{DOMAIN}>"
         g.outbox.append((
             oid, f"{self.ref}:{kind}:{role}:{slot}", self.id, person_id, email, kind, role, slot, "sent", mid, "{}",
             g.w.ts(at), 1, "", None, None, g.w.ts(at), g.w.ts(at + timedelta(seconds=g.rng.randint(1, 90))),

@@ -10,7 +10,6 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
-from sqlalchemy.pool import NullPool
 from sqlmodel import Session
 
 from mailflow.adapters import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
@@ -43,7 +42,10 @@ def make_engine(url: str) -> Engine:
             parent = Path(parsed.database).expanduser().resolve().parent
             if not parent.is_dir():
                 raise ConfigError(f"setting 'database.url': folder {parent} does not exist")
-        engine = create_engine(url, poolclass=NullPool, connect_args={"timeout": 30})
+        # Reused connections (SQLAlchemy's QueuePool): with NullPool every short transaction opened a connection
+        # (pragmas, schema read, cold page cache) and closing the last one checkpointed the WAL with an fsync and
+        # deleted it -- half of the lifecycle pass's time (BENCHMARKS.md). Erasure compacts explicitly (privacy.compact).
+        engine = create_engine(url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         # SQLite: take the write lock at BEGIN so two writers queue instead of failing mid-transaction.
         event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
