@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
+import sys
 
 from mailflow.cli.context import AppContext
 from mailflow.clock import Clock
@@ -46,6 +48,8 @@ def run_once_command(app_ctx: AppContext) -> int:
 
 
 def run_daemon_command(app_ctx: AppContext) -> int:
+    # a stop request during start-up (before the event loop installs its handlers) is a clean exit too
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     from mailflow.runner import run_daemon
 
     settings = app_ctx.settings
