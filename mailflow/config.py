@@ -75,9 +75,7 @@ class SmtpSettings(_Section):
     timeout_s: float = Field(30.0, gt=0, description="Timeout of one SMTP command, seconds.")
     max_connections: int = Field(4, ge=1, le=64, description="Concurrent SMTP connections (each reused).")
     rate_per_minute: int = Field(600, ge=1, description="At most this many messages per minute.")
-    retry_first_s: float = Field(
-        10.0, gt=0, description="First retry after a 4xx/timeout/disconnect, seconds; doubles each time."
-    )
+    retry_first_s: float = Field(10.0, gt=0, description="First retry after a 4xx/timeout/disconnect, seconds; doubles each time.")
     retry_max_s: float = Field(1800.0, gt=0, description="Cap of the retry delay, seconds.")
     retry_horizon_h: float = Field(48.0, gt=0, description="Give up (state failed) after this many hours of transient failures.")
 
@@ -131,9 +129,7 @@ class MailSettings(_Section):
     team_phone: str = Field("", description="The team's phone number shown in emails (optional).")
     website: str = Field("", description="The programme's website (optional).")
     survey_url: str = Field("https://example.org/questionnaire", description="Satisfaction survey link in the closure email.")
-    review_guide_url: str = Field(
-        "https://example.org/guide-bilan", description="Review ('bilan') guide link in the closure email."
-    )
+    review_guide_url: str = Field("https://example.org/guide-bilan", description="Review ('bilan') guide link in the closure email.")
 
     @field_validator("from_address")
     @classmethod
@@ -156,9 +152,7 @@ class SecuritySettings(_Section):
         description="HMAC secret for reply tokens. Set it (env or secret_file) in production.",
     )
     secret_file: Path | None = Field(None, description="Read the token secret from this file.")
-    old_secrets: list[SecretStr] = Field(
-        default_factory=list, description="Previous secrets: tokens signed with them still verify (rotation)."
-    )
+    old_secrets: list[SecretStr] = Field(default_factory=list, description="Previous secrets: tokens signed with them still verify (rotation).")
 
     @model_validator(mode="after")
     def _secret(self) -> SecuritySettings:
@@ -172,9 +166,7 @@ class SecuritySettings(_Section):
 class CalendarSettings(_Section):
     """The programme calendar (from the programme guide)."""
 
-    timezone: str = Field(
-        "Europe/Paris", description="Programme time zone: days, windows and --now without offset are read in it."
-    )
+    timezone: str = Field("Europe/Paris", description="Programme time zone: days, windows and --now without offset are read in it.")
     window_start: dt.time = Field(dt.time(8, 0), description="Emails go out from this local time...")
     window_end: dt.time = Field(dt.time(20, 0), description="...until this local time.")
     window_days: list[int] = Field([0, 1, 2, 3, 4, 5], description="Days emails go out, 0 = Monday ... 6 = Sunday.")
@@ -221,14 +213,17 @@ class InboundSettings(_Section):
     """How replies are understood."""
 
     vocabulary_file: Path | None = Field(None, description="Intent vocabulary (TOML); empty: the packaged French/English one.")
+    trusted_authserv_id: str = Field(
+        "",
+        description="Your mail server's Authentication-Results id (e.g. mx.example.org). When set, a message tied to a pair "
+        "by its From address alone (no signed token) must pass DKIM/SPF/DMARC there, else it only raises a review flag.",
+    )
 
 
 class RetentionSettings(_Section):
     """How long personal data is kept (mailflow purge)."""
 
-    closed_pair_months: int = Field(
-        12, ge=1, description="Personal data of a closed pair is removed this many months after closure."
-    )
+    closed_pair_months: int = Field(12, ge=1, description="Personal data of a closed pair is removed this many months after closure.")
     processed_messages_days: int = Field(
         30,
         ge=1,
@@ -246,9 +241,7 @@ class LoggingSettings(_Section):
 class Settings(BaseSettings):
     """Every setting of mailflow, frozen once loaded."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="MAILFLOW_", env_nested_delimiter="__", extra="forbid", frozen=True, case_sensitive=False
-    )
+    model_config = SettingsConfigDict(env_prefix="MAILFLOW_", env_nested_delimiter="__", extra="forbid", frozen=True, case_sensitive=False)
 
     database: DatabaseSettings = DatabaseSettings()
     smtp: SmtpSettings = SmtpSettings()

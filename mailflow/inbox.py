@@ -27,6 +27,7 @@ from mailflow.adapters.db import session_scope
 from mailflow.adapters.imap import ImapConfig, ImapMailbox
 from mailflow.adapters.tables import InboundMessage, MailboxState, OutboxMessage, Pair, Person
 from mailflow.config import Settings
+from mailflow.core.mail.authres import sender_verified
 from mailflow.core.mail.intent import Vocabulary
 from mailflow.core.mail.parse import ParsedMessage, classify_intent, parse_message
 from mailflow.core.model import EmailKind, Event, EventKind, FlagKind, FlagReason, MessageKind, RaiseFlag, Role, State
@@ -159,7 +160,7 @@ class InboxProcessor:
         if person is None:
             return "unmatched", None
         record.person_id = person.id
-        if parsed.kind is not MessageKind.BOUNCE and (parsed.from_addr or "").lower() != person.email:
+        if parsed.kind is not MessageKind.BOUNCE and not self._sender_ok(parsed, target, person):
             self._sender_mismatch(session, target, person, now)
             record.pair_id = target.pair_id
             return "unmatched", None
@@ -183,6 +184,15 @@ class InboxProcessor:
             pair.last_reply_at = now
         advance(session, pair, now, self.settings.policy(), self.outgoing, [event], inbound_id=record.id)
         return "processed", None
+
+    def _sender_ok(self, parsed: ParsedMessage, target: Target, person: Person) -> bool:
+        """The sender is the person the token names; without a token, our mail server must vouch for it."""
+        if (parsed.from_addr or "").lower() != person.email:
+            return False
+        authserv = self.settings.inbound.trusted_authserv_id
+        if target.authenticated or not authserv:
+            return True
+        return sender_verified(parsed.auth_results, authserv) is True
 
     @staticmethod
     def _ref(session: Session, pair_id: int) -> str:

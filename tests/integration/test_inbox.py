@@ -218,3 +218,21 @@ async def test_dovecot_restart_during_idle_misses_nothing(db_url: str, smtp_serv
     finally:
         daemon.stop()
         assert await asyncio.wait_for(task, 15) == 0
+
+
+@pytest.mark.parametrize(("auth", "applied"), [("dkim=pass header.d=example.net; dmarc=pass", True), ("spf=fail; dmarc=fail", False)])
+async def test_fresh_message_needs_our_servers_word_when_configured(
+    db_url: str, smtp_server: RecordingSMTPServer, dovecot: DovecotServer, auth: str, applied: bool
+) -> None:
+    w = World(db_url, smtp_server, dovecot, MAILFLOW_INBOUND__TRUSTED_AUTHSERV_ID="mx.example.org")
+    w.import_rows([pair_row(1)])
+    await w.run_once("2026-09-01T09:00")
+    fresh = (
+        f"Authentication-Results: mx.example.org; {auth}\r\nFrom: mentee1@example.net\r\nTo: mentorat@example.org\r\n"
+        "Subject: bonjour\r\nMessage-ID: <fresh1@example.net>\r\n\r\nBonjour, j'ai eu mon mentor au téléphone.\r\n"
+    ).encode()
+    w.deliver(fresh)
+    await w.run_once("2026-09-02T10:00")
+    p = pair(w, "P01")
+    assert (p["state"] == "active") is applied
+    assert (("review", "mentee", "sender_mismatch") in {(f["kind"], f["who"], f["reason"]) for f in p["flags"]}) is not applied

@@ -36,6 +36,7 @@ class ParsedMessage:
     bounce: BounceInfo | None
     auto_submitted: bool  # any auto-reply marker present
     problem: str | None  # why it is `other` or degraded; never personal data
+    auth_results: tuple[str, ...] = ()  # Authentication-Results headers, top (newest) first
 
 
 def parse_message(raw: bytes, *, max_bytes: int = 25 * 1024 * 1024, max_parts: int = 500, max_depth: int = 20) -> ParsedMessage:
@@ -89,6 +90,7 @@ def _read(msg: Message, digest: str, *, max_parts: int, max_depth: int) -> Parse
         bounce=bounce,
         auto_submitted=auto,
         problem=problem,
+        auth_results=tuple(" ".join(v.split()) for v in _raw_all(msg, "authentication-results")),
     )
 
 
