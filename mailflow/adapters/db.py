@@ -91,10 +91,13 @@ def migrate(engine: Engine) -> str:
 
 
 def check_schema(engine: Engine) -> None:
-    """Fail with a clear message when `mailflow init` has not been run."""
+    """An empty database is created on first use; a foreign one is refused with a clear message."""
     try:
-        has = inspect(engine).has_table("pairs")
+        names = set(inspect(engine).get_table_names())
     except OperationalError as exc:
         raise DatabaseError(f"cannot open the database: {exc.orig}") from None
-    if not has:
-        raise DatabaseError("the database is not initialised: run `mailflow init` first")
+    if "pairs" in names:
+        return
+    if names - {"alembic_version"}:
+        raise DatabaseError("the database holds other tables but not mailflow's: check database.url, or run `mailflow init`")
+    migrate(engine)

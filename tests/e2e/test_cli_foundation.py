@@ -101,9 +101,15 @@ def test_comments_only_config_with_env_and_no_config_at_all(tmp_path: Path) -> N
     assert (tmp_path / "b.db").exists()
 
 
-def test_uninitialised_database_says_what_to_do(tmp_path: Path) -> None:
-    result = run_cli("pairs", "list", env={"MAILFLOW_DATABASE__URL": f"sqlite:///{tmp_path}/none.db"})
-    assert result.code == 1 and "mailflow init" in result.err
+def test_first_use_creates_the_schema_and_foreign_databases_are_refused(tmp_path: Path) -> None:
+    fresh = run_cli("pairs", "list", "--json", env={"MAILFLOW_DATABASE__URL": f"sqlite:///{tmp_path}/none.db"})
+    assert fresh.code == 0 and json.loads(fresh.out) == []
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "other.db") as conn:
+        conn.execute("CREATE TABLE invoices (id INTEGER)")
+    foreign = run_cli("pairs", "list", env={"MAILFLOW_DATABASE__URL": f"sqlite:///{tmp_path}/other.db"})
+    assert foreign.code == 1 and "mailflow init" in foreign.err and "Traceback" not in foreign.err
 
 
 def test_version_and_help() -> None:
