@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import re
 import ssl
@@ -35,6 +34,7 @@ from typing import Any, Literal, TypeVar
 from aioimaplib import aioimaplib
 
 from mailflow.errors import MailboxError, TLSPolicyError
+from mailflow.net import is_loopback
 
 _T = TypeVar("_T")
 _UID = re.compile(rb"\bUID (\d+)")
@@ -42,6 +42,7 @@ _SIZE = re.compile(rb"\bRFC822\.SIZE (\d+)")
 _UIDVALIDITY = re.compile(rb"\bUIDVALIDITY (\d+)")
 _LIST_NAME = re.compile(rb'^\([^)]*\) (?:"[^"]*"|NIL) (.+)$')
 _CHANGE = re.compile(rb"^\d+ (EXISTS|RECENT)\b")
+_CHUNK = 100  # UIDs per FETCH command
 
 
 class ImapTLSPolicyError(TLSPolicyError, MailboxError):
@@ -72,15 +73,6 @@ def quiet_imap_loggers() -> None:
     logger = logging.getLogger("aioimaplib")
     if logger.getEffectiveLevel() < logging.WARNING:
         logger.setLevel(logging.WARNING)
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower().rstrip(".") == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _quote(name: str) -> str:
@@ -136,7 +128,7 @@ class ImapMailbox:
     # -- plumbing ---------------------------------------------------------------------------
     def _check_policy(self) -> None:
         cfg = self.config
-        if cfg.tls == "none" and not _is_loopback(cfg.host):
+        if cfg.tls == "none" and not is_loopback(cfg.host):
             raise ImapTLSPolicyError("refusing to send the IMAP password in clear to a non-loopback host: set imap.tls to implicit")
         if cfg.tls not in ("none", "implicit"):
             raise ImapTLSPolicyError(f"unknown IMAP tls mode {cfg.tls!r} (none or implicit)")
@@ -274,29 +266,31 @@ class ImapMailbox:
 
     async def sizes(self, uids: Sequence[int]) -> dict[int, int]:
         """RFC822.SIZE per UID, so that huge messages can be set aside without downloading them."""
-        if not uids:
-            return {}
-        response = await self._ok("fetch sizes", self._imap.uid("fetch", _uid_set(uids), "(UID RFC822.SIZE)"))
-        out = {}
-        for line in response.lines[:-1]:
-            uid, size = _UID.search(bytes(line)), _SIZE.search(bytes(line))
-            if uid and size:
-                out[int(uid.group(1))] = int(size.group(1))
+        out: dict[int, int] = {}
+        # in chunks: aioimaplib handles a response recursively, one frame per line, so one FETCH answer
+        # of ~1,000 lines (an inbox of 2,000 messages) raises RecursionError and drops the connection
+        for start in range(0, len(uids), _CHUNK):
+            part = uids[start : start + _CHUNK]
+            response = await self._ok("fetch sizes", self._imap.uid("fetch", _uid_set(part), "(UID RFC822.SIZE)"))
+            for line in response.lines[:-1]:
+                uid, size = _UID.search(bytes(line)), _SIZE.search(bytes(line))
+                if uid and size:
+                    out[int(uid.group(1))] = int(size.group(1))
         return out
 
     async def header_message_ids(self, uids: Sequence[int]) -> dict[int, str | None]:
         """Message-ID header per UID (None when absent), e.g. to resync after a UIDVALIDITY change."""
-        if not uids:
-            return {}
-        response = await self._ok(
-            "fetch message-ids",
-            self._imap.uid("fetch", _uid_set(uids), "(UID BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])"),
-        )
         out: dict[int, str | None] = {}
-        for uid, header in _literals(response.lines):
-            if uid is not None:
-                value = BytesHeaderParser().parsebytes(header).get("Message-ID")
-                out[uid] = " ".join(str(value).split()) if value else None
+        for start in range(0, len(uids), _CHUNK):  # in chunks: see sizes()
+            part = uids[start : start + _CHUNK]
+            response = await self._ok(
+                "fetch message-ids",
+                self._imap.uid("fetch", _uid_set(part), "(UID BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])"),
+            )
+            for uid, header in _literals(response.lines):
+                if uid is not None:
+                    value = BytesHeaderParser().parsebytes(header).get("Message-ID")
+                    out[uid] = " ".join(str(value).split()) if value else None
         return out
 
     async def search_text(self, needle: str) -> list[int]:
