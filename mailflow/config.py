@@ -8,7 +8,6 @@ rejected with the key named. Secrets are `SecretStr`, taken from the file, the e
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import os
 import tomllib
 from pathlib import Path
@@ -330,12 +329,3 @@ def load_settings(path: Path | None = None) -> Settings:
     except ValidationError as exc:
         lines = [_describe(e, origin) for e in exc.errors()]
         raise ConfigError("\n".join(lines)) from None
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() in {"localhost", "localhost.localdomain"}:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -41,7 +41,6 @@ never addresses or server text (which often quotes the address).
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import re
 import ssl
@@ -60,6 +59,7 @@ from mailflow.errors import (
     TLSPolicyError,
     TransientDeliveryError,
 )
+from mailflow.net import is_loopback
 
 _log = logging.getLogger(__name__)
 _ENHANCED = re.compile(r"^\s*([245]\.\d{1,3}\.\d{1,3})\b")
@@ -86,15 +86,6 @@ def quiet_mail_loggers() -> None:
         logger = logging.getLogger(name)
         if logger.getEffectiveLevel() < logging.WARNING:
             logger.setLevel(logging.WARNING)
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower().rstrip(".") == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def check_tls_policy(config: SmtpConfig) -> None:
