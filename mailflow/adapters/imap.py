@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import re
 import ssl
@@ -35,6 +34,7 @@ from typing import Any, Literal, TypeVar
 from aioimaplib import aioimaplib
 
 from mailflow.errors import MailboxError, TLSPolicyError
+from mailflow.net import is_loopback
 
 _T = TypeVar("_T")
 _UID = re.compile(rb"\bUID (\d+)")
@@ -73,15 +73,6 @@ def quiet_imap_loggers() -> None:
     logger = logging.getLogger("aioimaplib")
     if logger.getEffectiveLevel() < logging.WARNING:
         logger.setLevel(logging.WARNING)
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower().rstrip(".") == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _quote(name: str) -> str:
@@ -137,7 +128,7 @@ class ImapMailbox:
     # -- plumbing ---------------------------------------------------------------------------
     def _check_policy(self) -> None:
         cfg = self.config
-        if cfg.tls == "none" and not _is_loopback(cfg.host):
+        if cfg.tls == "none" and not is_loopback(cfg.host):
             raise ImapTLSPolicyError("refusing to send the IMAP password in clear to a non-loopback host: set imap.tls to implicit")
         if cfg.tls not in ("none", "implicit"):
             raise ImapTLSPolicyError(f"unknown IMAP tls mode {cfg.tls!r} (none or implicit)")
