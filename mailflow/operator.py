@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import date, datetime
 
 from sqlalchemy import Engine
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from mailflow.adapters.db import session_scope
-from mailflow.adapters.tables import Flag, Person
+from mailflow.adapters.tables import Flag, Pair, Person
 from mailflow.config import Settings
 from mailflow.core.model import Event, EventKind, Role, State
 from mailflow.effects import advance
@@ -22,6 +22,10 @@ def _apply(engine: Engine, settings: Settings, ref: str, event: Event, now: date
         pair = get_pair(session, ref, for_update=True)
         decision = advance(session, pair, now, settings.policy(), outgoing(settings), [event])
         return decision.state.value
+
+
+def _advance(session: Session, settings: Settings, pair: Pair, event: Event, now: datetime) -> None:
+    advance(session, pair, now, settings.policy(), outgoing(settings), [event])
 
 
 def close_pair(engine: Engine, settings: Settings, ref: str, now: datetime) -> str:
@@ -41,14 +45,7 @@ def pause_pair(engine: Engine, settings: Settings, ref: str, until: date, now: d
         pair = get_pair(session, ref, for_update=True)
         pair.paused_until = until
         session.add(pair)
-        advance(
-            session,
-            pair,
-            now,
-            settings.policy(),
-            outgoing(settings),
-            [Event(EventKind.PAUSED, now, data={"until": until.isoformat()})],
-        )
+        _advance(session, settings, pair, Event(EventKind.PAUSED, now, data={"until": until.isoformat()}), now)
         return pair.state
 
 
@@ -59,7 +56,7 @@ def resume_pair(engine: Engine, settings: Settings, ref: str, now: datetime) -> 
             raise InputError([f"pair {ref} is not paused"])
         pair.paused_until = None
         session.add(pair)
-        advance(session, pair, now, settings.policy(), outgoing(settings), [Event(EventKind.RESUMED, now)])
+        _advance(session, settings, pair, Event(EventKind.RESUMED, now), now)
         return pair.state
 
 
@@ -74,14 +71,7 @@ def call_done(engine: Engine, settings: Settings, ref: str, who: Role, note: str
             raise InputError([f"pair {ref} has no open call flag for the {who.value}"])
         open_call.note = note[:1000]
         session.add(open_call)
-        advance(
-            session,
-            pair,
-            now,
-            settings.policy(),
-            outgoing(settings),
-            [Event(EventKind.CALL_DONE, now, who=who, data={"note": note[:1000]})],
-        )
+        _advance(session, settings, pair, Event(EventKind.CALL_DONE, now, who=who, data={"note": note[:1000]}), now)
         return pair.state
 
 
@@ -94,12 +84,5 @@ def reassign_pair(engine: Engine, settings: Settings, ref: str, referent_email: 
             raise InputError([f"{referent_email} is not a known referent (import a pair with them first)"])
         pair.referent_id = person.id or 0
         session.add(pair)
-        advance(
-            session,
-            pair,
-            now,
-            settings.policy(),
-            outgoing(settings),
-            [Event(EventKind.REASSIGNED, now, data={"referent_id": str(person.id)})],
-        )
+        _advance(session, settings, pair, Event(EventKind.REASSIGNED, now, data={"referent_id": str(person.id)}), now)
         return pair.state
