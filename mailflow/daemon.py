@@ -41,6 +41,8 @@ def run_once_command(app_ctx: AppContext) -> int:
         f"{report.digests} digest(s) queued, {report.sent.sent} email(s) sent, {report.sent.retried} deferred, "
         f"{report.sent.failed} failed"
     )
+    if report.inbox_error:
+        print(f"inbox not read: {report.inbox_error}")
     if report.sent.paused:
         print(f"sending paused: {report.sent.paused}")
         return 1

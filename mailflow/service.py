@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 
 from mailflow.config import Settings
 from mailflow.effects import Outgoing
+from mailflow.errors import MailboxError
 from mailflow.outbox import OutboxSender, SendStats
 from mailflow.scheduler import PassStats, run_pass
 
@@ -30,6 +31,7 @@ def outgoing(settings: Settings) -> Outgoing:
 @dataclass
 class OnceReport:
     inbox: dict[str, int] = field(default_factory=dict)
+    inbox_error: str | None = None
     lifecycle: PassStats = field(default_factory=PassStats)
     digests: int = 0
     sent: SendStats = field(default_factory=SendStats)
@@ -42,7 +44,12 @@ async def run_once(engine: Engine, settings: Settings, clock: Callable[[], datet
     if settings.imap.enabled:
         from mailflow.inbox import read_inbox_once
 
-        report.inbox = await read_inbox_once(engine, settings, clock)
+        try:
+            report.inbox = await read_inbox_once(engine, settings, clock)
+        except (MailboxError, OSError, TimeoutError) as exc:
+            # the rest of the pass still runs: due emails must not wait for the mailbox to come back
+            report.inbox_error = str(exc) if isinstance(exc, MailboxError) else type(exc).__name__
+            log.error("inbox unavailable; pass continues without it", extra={"action": "inbox_unavailable"})
     report.lifecycle = run_pass(engine, clock(), settings.policy(), outgoing(settings))
     if settings.digest.enabled:
         from mailflow.digest import queue_digests
