@@ -12,6 +12,7 @@ from mailflow.adapters.db import session_scope
 from mailflow.adapters.tables import Pair, Person
 from mailflow.core.model import Event, EventKind, Role, State
 from mailflow.core.roster import PairRow, PersonRow, RosterError
+from mailflow.people import correct_address
 from mailflow.store import event_row
 
 
@@ -22,9 +23,7 @@ class ImportResult:
     corrected: int  # bounced addresses corrected by the new roster
 
 
-def _person(
-    session: Session, known: dict[str, Person], role: Role, row: PersonRow | None, email: str, name: str, now: datetime
-) -> Person:
+def _person(session: Session, known: dict[str, Person], role: Role, row: PersonRow | None, email: str, name: str, now: datetime) -> Person:
     person = known.get(email)
     if person is not None:
         return person
@@ -58,17 +57,13 @@ def _role_conflicts(rows: list[PairRow], known: dict[str, Person]) -> list[str]:
 def _correct_bounced(session: Session, pair: Pair, row: PairRow, known: dict[str, Person], now: datetime) -> int:
     """A re-import that gives a bounced person a new address corrects it (mail was held until then)."""
     corrected = 0
-    for role, person_id, new in ((Role.MENTOR, pair.mentor_id, row.mentor), (Role.MENTEE, pair.mentee_id, row.mentee)):
+    for person_id, new in ((pair.mentor_id, row.mentor), (pair.mentee_id, row.mentee)):
         person = session.get(Person, person_id)
         if person is None or not person.bounced or person.email == new.email or new.email in known:
             continue
         known.pop(person.email, None)
-        person.email, person.bounced = new.email, False
+        correct_address(session, person, new.email, now)
         known[new.email] = person
-        session.add(person)
-        session.add(event_row(pair.id or 0, Event(EventKind.ADDRESS_CORRECTED, now, who=role)))
-        pair.next_due_at = now
-        session.add(pair)
         corrected += 1
     return corrected
 

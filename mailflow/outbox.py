@@ -229,13 +229,6 @@ def next_pending_at(engine: Engine) -> datetime | None:
         return min(times) if times else None
 
 
-def unhold(session: Session, person_id: int) -> None:
-    """An address was corrected: its held mail goes out again."""
-    session.execute(
-        update(OutboxMessage).where(OutboxMessage.person_id == person_id, OutboxMessage.state == HELD).values(state=PENDING)  # type: ignore[arg-type]
-    )
-
-
 def outbox_rows(session: Session, state: str | None = None) -> list[OutboxMessage]:
     query = select(OutboxMessage).order_by(col(OutboxMessage.id))
     if state:

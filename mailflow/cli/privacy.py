@@ -96,6 +96,35 @@ def purge(
     )
 
 
+@people_app.command("set-email")
+@guarded
+def set_email(ctx: typer.Context, old: str, new: str) -> None:
+    """Correct a person's address (e.g. after a bounce): their held mail goes out again to the new one.
+
+    Example: mailflow people set-email zoe.martin@exemple.fr zoe.martin@example.fr
+    """
+    from email_validator import EmailNotValidError, validate_email
+    from sqlmodel import select
+
+    from mailflow.adapters.db import session_scope
+    from mailflow.adapters.tables import Person
+    from mailflow.people import correct_address
+
+    try:
+        new = validate_email(new, check_deliverability=False).normalized.lower()
+    except EmailNotValidError as exc:
+        fail(f"{new!r} is not a valid email address ({exc})")
+    app_ctx = ctx_of(ctx)
+    with session_scope(app_ctx.engine()) as session:
+        person = session.exec(select(Person).where(Person.email == old.strip().lower())).first()
+        if person is None:
+            fail("no person with that address (see `mailflow pairs list`)")
+        if session.exec(select(Person).where(Person.email == new)).first() is not None:
+            fail("another person already has the new address")
+        released = correct_address(session, person, new, app_ctx.now())
+    typer.echo(f"address corrected; {released} held email(s) will go out again")
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(people_app, name="people")
     app.command("purge")(purge)

@@ -145,3 +145,27 @@ async def test_headers_and_one_recipient(world: World) -> None:
         for header in ("To", "Cc", "Reply-To", "From"):
             assert other not in str(msg.get(header, ""))
     json.dumps([r.message_id for r in rows(world)])
+
+
+async def test_corrected_address_gets_the_bounced_email_again(db_url: str, smtp_server: RecordingSMTPServer) -> None:
+    from tests.support.cli import run_cli
+
+    world = World(db_url, smtp_server, None, MAILFLOW_SMTP__MAX_CONNECTIONS="1")
+    world.import_rows([pair_row(1)])
+    world.smtp.script("RCPT", "550 5.1.1 no such user", "550 5.1.1 no such user")  # both introductions bounce
+    await world.run_once("2026-09-01T09:00")
+    with Session(world.engine) as s:
+        pair = show_pair(s, "P01")
+    assert ("call", "mentee", "bounce") in {(f["kind"], f["who"], f["reason"]) for f in pair["flags"]}
+    failed = [r for r in rows(world) if r.state == "failed" and r.role == "mentee"]
+    assert len(failed) == 1 and len([r for r in rows(world) if r.state == "failed"]) == 2
+    result = run_cli("--now", "2026-09-02T09:00", "people", "set-email", "mentee1@example.net", "mentee1@example.org", env=world.env)
+    assert result.code == 0, result.err
+    await world.run_once("2026-09-02T09:00")
+    again = world.sent("introduction", to="mentee1@example.org")
+    assert len(again) == 1 and again[0]["Message-ID"] == failed[0].message_id
+    with Session(world.engine) as s:
+        pair = show_pair(s, "P01")
+    assert [f["who"] for f in pair["flags"] if f["kind"] == "call"] == ["mentor"]  # the mentee's cleared
+    assert any(e["kind"] == "address_corrected" for e in pair["events"])
+    assert world.sent(to="mentor1@example.org") == []
