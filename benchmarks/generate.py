@@ -41,10 +41,62 @@ BUSY_DAY = "2027-03-02T09:30"  # a Tuesday (Paris): every multiple of 7 days bac
 DOMAIN = "example.org"
 TRACKS = ("orientation", "stage_alternance", "parcoursup")
 FIRST = (
-    "Camille Léa Manon Chloé Inès Sarah Jade Louise Emma Zoé Lina Nour Yasmine Aïcha Fatou Clara Julie Anaïs "
-    "Lucas Hugo Louis Nathan Enzo Yanis Mehdi Adam Rayan Karim Théo Maxime Thomas Antoine Mamadou Moussa Paul"
-).split()
-LAST = "Martin Bernard Dubois Thomas Robert Richard Petit Durand Leroy Moreau Simon Laurent Lefèvre Michel Garcia Benali Diallo Nguyen".split()
+    "Camille",
+    "Léa",
+    "Manon",
+    "Chloé",
+    "Inès",
+    "Sarah",
+    "Jade",
+    "Louise",
+    "Emma",
+    "Zoé",
+    "Lina",
+    "Nour",
+    "Yasmine",
+    "Aïcha",
+    "Fatou",
+    "Clara",
+    "Julie",
+    "Anaïs",
+    "Lucas",
+    "Hugo",
+    "Louis",
+    "Nathan",
+    "Enzo",
+    "Yanis",
+    "Mehdi",
+    "Adam",
+    "Rayan",
+    "Karim",
+    "Théo",
+    "Maxime",
+    "Thomas",
+    "Antoine",
+    "Mamadou",
+    "Moussa",
+    "Paul",
+)
+LAST = (
+    "Martin",
+    "Bernard",
+    "Dubois",
+    "Thomas",
+    "Robert",
+    "Richard",
+    "Petit",
+    "Durand",
+    "Leroy",
+    "Moreau",
+    "Simon",
+    "Laurent",
+    "Lefèvre",
+    "Michel",
+    "Garcia",
+    "Benali",
+    "Diallo",
+    "Nguyen",
+)
 JOBS = ("Ingénieure logiciel", "Comptable", "Infirmier", "Cheffe de projet", "Juriste", "Électricien", "Professeure", "Commercial")
 SECTORS = ("Numérique", "Santé", "Banque", "BTP", "Commerce", "Industrie", "Éducation", "Droit")
 
@@ -555,8 +607,8 @@ _BODIES = (  # (intent a reader expects, visible text)
 )
 _WEIGHTS = (30, 12, 12, 6, 8, 8, 6, 4, 4, 2, 8)
 _STYLES = ("gmail", "outlook", "outlook_web", "apple", "iphone", "plain")
-_DAYS_FR = "lun. mar. mer. jeu. ven. sam. dim.".split()
-_MONTHS_FR = "janv. févr. mars avr. mai juin juil. août sept. oct. nov. déc.".split()
+_DAYS_FR = ["lun.", "mar.", "mer.", "jeu.", "ven.", "sam.", "dim."]
+_MONTHS_FR = ["janv.", "févr.", "mars", "avr.", "mai", "juin", "juil.", "août", "sept.", "oct.", "nov.", "déc."]
 
 
 def _original_text(first: str) -> str:
@@ -614,7 +666,7 @@ def reply_message(style: str, body: str, *, sender: tuple[str, str], to: str, su
                   f"Objet : {subject}")  # fmt: skip
         msg.set_content(f"{body}\n\nCordialement,\n{first}\n\n{header}\n\n{original}\n")
         msg.add_alternative(
-            "<html><head><style>p.MsoNormal{margin:0cm;font-size:11.0pt;font-family:\"Calibri\",sans-serif}</style></head>"
+            '<html><head><style>p.MsoNormal{margin:0cm;font-size:11.0pt;font-family:"Calibri",sans-serif}</style></head>'
             f"<body lang=FR><div class=WordSection1><p class=MsoNormal>{_html(body)}<o:p></o:p></p><p class=MsoNormal>&nbsp;</p>"
             "<div><div style='border:none;border-top:solid #E1E1E1 1.0pt;padding:3.0pt 0cm 0cm 0cm'>"
             f"<p class=MsoNormal><b>De&nbsp;:</b> Programme de mentorat &lt;{to}&gt;<br><b>Envoyé&nbsp;:</b> {attribution_date}<br>"
@@ -638,7 +690,7 @@ def reply_message(style: str, body: str, *, sender: tuple[str, str], to: str, su
                         f"Programme de mentorat <{to}> a écrit :\n>\n{quoted}\n")  # fmt: skip
         if style == "apple":
             msg.add_alternative(
-                f"<html><body style=\"overflow-wrap: break-word;\"><div>{_html(body)}</div><div><br><blockquote type=\"cite\">"
+                f'<html><body style="overflow-wrap: break-word;"><div>{_html(body)}</div><div><br><blockquote type="cite">'
                 f"<div>Le {local.day} {_MONTHS_FR[local.month - 1]} {local.year} à {local:%H:%M}, Programme de mentorat "
                 f"&lt;{to}&gt; a écrit :</div><br><div>{original_html}</div></blockquote></div></body></html>",
                 subtype="html",

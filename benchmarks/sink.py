@@ -50,9 +50,7 @@ class SinkProcess:
         self.proc: subprocess.Popen[str] | None = None
 
     def __enter__(self) -> SinkProcess:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.sink", "--port", str(self.port)], stdout=subprocess.PIPE, text=True
-        )
+        self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks.sink", "--port", str(self.port)], stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if not line.startswith("ready"):

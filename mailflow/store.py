@@ -88,13 +88,18 @@ def events_of(session: Session, pair_id: int) -> list[PairEvent]:
     return list(session.exec(select(PairEvent).where(PairEvent.pair_id == pair_id).order_by(col(PairEvent.id))))
 
 
-def events_by_pair(session: Session, pair_ids: Sequence[int]) -> dict[int, list[PairEvent]]:
-    out: dict[int, list[PairEvent]] = {pid: [] for pid in pair_ids}
+def events_by_pair(session: Session, pair_ids: Sequence[int]) -> dict[int, list[Any]]:
+    """Many pairs' logs at once, READ-ONLY: plain rows with PairEvent's attribute names, not ORM instances.
+
+    Digests, stats and exports read every pair's log; building (and identity-mapping) an ORM object per
+    event made a 100,000-pair programme's digests take minutes (BENCHMARKS.md).
+    """
+    out: dict[int, list[Any]] = {pid: [] for pid in pair_ids}
     if not pair_ids:
         return out
-    rows = session.exec(select(PairEvent).where(col(PairEvent.pair_id).in_(pair_ids)).order_by(col(PairEvent.id)))
+    table = PairEvent.__table__  # type: ignore[attr-defined]
+    rows = session.connection().execute(select(table).where(table.c.pair_id.in_(pair_ids)).order_by(table.c.id))
     for row in rows:
-        assert row.pair_id is not None
         out[row.pair_id].append(row)
     return out
 

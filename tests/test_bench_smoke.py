@@ -43,6 +43,6 @@ def test_quick_benchmark_produces_every_figure(tmp_path: Path) -> None:
     ratios = results["ratios"]
     assert set(ratios) == {"pass_scaling_sqlite", "send_sqlite", "inbox_sqlite", "digest_s_sqlite", "peak_rss_mb"}
     assert all(math.isfinite(v) and v > 0 for v in ratios.values()), ratios
-    for name, value in ratios.items():
+    for name in ratios:
         assert f"ratio {name}=" in text
     assert text.rstrip().splitlines()[-1].startswith("ratio ")
