@@ -32,7 +32,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 lock:
-	$(VENV)/bin/pip-compile -q --extra dev --extra postgres --strip-extras -o requirements.lock pyproject.toml
+	$(VENV)/bin/pip-compile -q --extra dev --extra postgres --extra demo --strip-extras -o requirements.lock pyproject.toml
 
 docs: $(STAMP)
 	$(PY) -m mailflow.configdoc

@@ -41,12 +41,16 @@ def run_once_command(app_ctx: AppContext) -> int:
         f"{report.digests} digest(s) queued, {report.sent.sent} email(s) sent, {report.sent.retried} deferred, "
         f"{report.sent.failed} failed"
     )
+    if report.inbox_skipped:
+        print(f"inbox not read: {report.inbox_skipped}")
+    code = 0
     if report.inbox_error:
         print(f"inbox not read: {report.inbox_error}")
+        code = 1
     if report.sent.paused:
         print(f"sending paused: {report.sent.paused}")
-        return 1
-    return 0
+        code = 1
+    return code
 
 
 def run_daemon_command(app_ctx: AppContext) -> int:

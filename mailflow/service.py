@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 
 from mailflow.config import Settings
 from mailflow.effects import Outgoing
-from mailflow.errors import MailboxError
+from mailflow.errors import MailboxError, TLSPolicyError
 from mailflow.outbox import OutboxSender, SendStats
 from mailflow.scheduler import PassStats, run_pass
 
@@ -31,7 +31,8 @@ def outgoing(settings: Settings) -> Outgoing:
 @dataclass
 class OnceReport:
     inbox: dict[str, int] = field(default_factory=dict)
-    inbox_error: str | None = None
+    inbox_error: str | None = None  # the mailbox could not be read (the rest of the pass ran)
+    inbox_skipped: str | None = None  # no IMAP credentials configured
     lifecycle: PassStats = field(default_factory=PassStats)
     digests: int = 0
     sent: SendStats = field(default_factory=SendStats)
@@ -41,11 +42,16 @@ async def run_once(engine: Engine, settings: Settings, clock: Callable[[], datet
     """inbox -> lifecycle -> digests -> outbox, in that order, then return."""
     report = OnceReport()
     owner = owner or instance_id()
-    if settings.imap.enabled:
+    if settings.imap.enabled and settings.imap.password is None:
+        report.inbox_skipped = "imap.password is not set"
+        log.warning("inbox not configured (imap.password unset); not read", extra={"action": "inbox_skipped"})
+    elif settings.imap.enabled:
         from mailflow.inbox import read_inbox_once
 
         try:
             report.inbox = await read_inbox_once(engine, settings, clock)
+        except TLSPolicyError:
+            raise  # a configuration that would leak a password: stop before doing anything
         except (MailboxError, OSError, TimeoutError) as exc:
             # the rest of the pass still runs: due emails must not wait for the mailbox to come back
             report.inbox_error = str(exc) if isinstance(exc, MailboxError) else type(exc).__name__

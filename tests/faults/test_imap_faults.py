@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session
 
-from mailflow.errors import MailboxError
 from mailflow.queries import show_pair
 from tests.support.dovecot import DovecotServer
 from tests.support.faultproxy import FaultProxy
@@ -61,8 +60,8 @@ async def test_fault_then_exactly_once(proxied: tuple[World, FaultProxy], fault:
         "MOVE reply lost": lambda: proxy.lose_reply(b"Move completed"),
         "slower than the timeout": lambda: proxy.delay(2.5),
     }[fault]()
-    with pytest.raises(MailboxError):
-        await world.run_once(T1)
+    report = await world.run_once(T1)
+    assert report.inbox_error  # the fault is reported; the rest of the pass ran
     committed = fault.startswith("MOVE")
     assert len(replies(world)) == (1 if committed else 0)  # effects commit before the move
     proxy.heal()

@@ -94,6 +94,6 @@ async def test_imaps_wrong_ca_is_refused(tmp_path: Path, smtp_server_factory: Ca
     world = World(f"sqlite:///{tmp_path / 'imaps.db'}", other, dovecot, MAILFLOW_IMAP__TLS="implicit",
                   MAILFLOW_IMAP__PORT=str(dovecot.imaps_port), MAILFLOW_IMAP__CAFILE=str(other.cafile))  # fmt: skip
     world.deliver(b"From: a@b.example\r\nSubject: x\r\nMessage-ID: <tls1@b>\r\n\r\nhello\r\n")
-    with pytest.raises(MailboxError, match="TLS|certificate|connect"):
+    with pytest.raises(MailboxError, match="TLS|certificate|connect"):  # a certificate problem stops the pass
         await world.run_once(T0)
     assert len(world.folder("INBOX")) == 1  # untouched
