@@ -111,6 +111,11 @@ def check_invariants(world: World, driver: ReplyDriver) -> None:
     outcomes = {i.dedup_key: (i.outcome, i.kind, i.problem) for i in inbound.values()}
     missing = [(mid, outcomes.get(mid)) for mid in driver.delivered if applied[mid] != 1]
     assert not missing, (missing, len(driver.delivered), len(world.folder("INBOX")))
+    print(
+        f"cluster: {len(rows)} emails queued, {sum(received.values())} received at the relay under {len(received)} "
+        f"Message-IDs ({len(resends)} resent with the same id), {len(digests)} digests, "
+        f"{len(driver.delivered)} replies delivered and applied once, {len(unsent)} not yet due"
+    )
     assert world.folder("INBOX") == []
 
 
