@@ -21,7 +21,7 @@ from sqlmodel import Session, select
 
 from mailflow.adapters.tables import OutboxMessage, Pair, Person
 from mailflow.core.lifecycle import decide
-from mailflow.core.model import ClearFlag, Decision, EmailKind, Event, EventKind, RaiseFlag, Role, SendEmail
+from mailflow.core.model import Action, ClearFlag, Decision, EmailKind, Event, EventKind, RaiseFlag, Role, SendEmail
 from mailflow.core.policy import Policy
 from mailflow.render import make_message_id
 from mailflow.store import apply_flag_action, event_row, events_of, pair_view, people_by_id, to_event
@@ -137,7 +137,10 @@ def advance(
     session: Session, pair: Pair, now: datetime, policy: Policy, outgoing: Outgoing, new_events: Sequence[Event] = (),
     inbound_id: int | None = None,
 ) -> Decision:  # fmt: skip
-    """Append `new_events`, then decide and record until nothing more is asked. Returns the last decision."""
+    """Append `new_events`, then decide and record until nothing more is asked.
+
+    Returns the final state and next due time, with every action recorded in this call.
+    """
     assert pair.id is not None
     for event in new_events:
         session.add(event_row(pair.id, event, inbound_id=inbound_id))
@@ -145,16 +148,18 @@ def advance(
     people = people_by_id(session, (pair.mentor_id, pair.mentee_id, pair.referent_id))
     session.flush()
     decision = Decision(state=pair.state, actions=(), next_due_at=None)  # type: ignore[arg-type]
+    recorded: list[Action] = []
     for _ in range(MAX_ROUNDS):
         events = [to_event(r) for r in events_of(session, pair.id)]
         decision = decide(pair_view(pair, people), now, events, policy)
         if not decision.actions and decision.state.value == pair.state:
             break
         _record(session, pair, people, decision, now, outgoing, cause)
+        recorded.extend(decision.actions)
         session.flush()
     pair.next_due_at = decision.next_due_at
     session.add(pair)
-    return decision
+    return Decision(state=decision.state, actions=tuple(recorded), next_due_at=decision.next_due_at)
 
 
 __all__ = ["ClearFlag", "ConcurrentUpdate", "Outgoing", "advance", "idem_key", "queue_email"]

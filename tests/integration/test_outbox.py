@@ -131,7 +131,8 @@ async def test_crash_between_250_and_commit_resends_same_message_id(db_url: str,
 
 
 async def test_headers_and_one_recipient(world: World) -> None:
-    await world.run_once("2026-09-01T09:00")
+    report = await world.run_once("2026-09-01T09:00")
+    assert (report.lifecycle.pairs, report.lifecycle.actions) == (1, 2)  # two introductions queued
     for received in world.smtp.messages:
         assert len(received.rcpt_tos) == 1
         assert received.mail_from.startswith("mentorat+") and received.mail_from.endswith("@example.org")
