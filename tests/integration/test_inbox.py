@@ -236,3 +236,28 @@ async def test_fresh_message_needs_our_servers_word_when_configured(
     p = pair(w, "P01")
     assert (p["state"] == "active") is applied
     assert (("review", "mentee", "sender_mismatch") in {(f["kind"], f["who"], f["reason"]) for f in p["flags"]}) is not applied
+
+
+async def test_a_full_inbox_of_1200_messages_is_sized_and_listed_in_chunks(dovecot: DovecotServer) -> None:
+    """One FETCH answer of ~1,000 lines made aioimaplib recurse too deep; sizes and ids go by chunks of 100."""
+    import os
+    import pwd
+
+    from mailflow.adapters.imap import ImapConfig, ImapMailbox
+
+    user, password = dovecot.new_user()
+    dovecot.append(b"Subject: first\r\nMessage-ID: <bulk-first@else>\r\n\r\nhello\r\n", "INBOX", user=user)  # creates the Maildir
+    maildir = next(dovecot.dir.glob(f"mail/{user}/Maildir"))
+    mail = pwd.getpwnam("mail")
+    for i in range(1199):  # dropped straight into Maildir/new: Dovecot indexes them at SELECT (APPENDs take 15 s)
+        path = maildir / "new" / f"1700000000.bulk{i}.test"
+        path.write_bytes(f"From: s{i}@else.example\r\nSubject: n{i}\r\nMessage-ID: <bulk{i}@else>\r\n\r\nhello\r\n".encode())
+        os.chown(path, mail.pw_uid, mail.pw_gid)
+    config = ImapConfig(host=dovecot.host, port=dovecot.imap_port, tls="none", username=user, password=password)
+    async with ImapMailbox(config) as mailbox:
+        await mailbox.select()
+        uids = await mailbox.uids()
+        assert len(uids) == 1200
+        assert len(await mailbox.sizes(uids)) == 1200
+        ids = await mailbox.header_message_ids(uids)
+        assert sorted(ids.values())[:2] == ["<bulk-first@else>", "<bulk0@else>"] and len(set(ids.values())) == 1200
