@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -70,6 +72,36 @@ def release_stale(engine: Engine, now: datetime, *, all_sending: bool = False) -
         if not all_sending:
             cond = cond & (col(OutboxMessage.lease_until) < now)
         result = session.execute(update(OutboxMessage).where(cond).values(state=PENDING, lease_owner=None, lease_until=None))
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def _dead_here(owner: str) -> bool:
+    """An owner `host:pid` on this host whose process is gone (its lease need not be waited out)."""
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname()[:40] or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def release_dead_owners(engine: Engine) -> int:
+    """Rows claimed by an instance of this host that died (SIGKILL) go back to pending at once."""
+    with Session(engine) as session:
+        owners = set(session.exec(select(OutboxMessage.lease_owner).where(OutboxMessage.state == SENDING).distinct()))
+    dead = [o for o in owners if o and _dead_here(o)]
+    if not dead:
+        return 0
+    with session_scope(engine) as session:
+        result = session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.state == SENDING, col(OutboxMessage.lease_owner).in_(dead))
+            .values(state=PENDING, lease_owner=None, lease_until=None)
+        )
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 

@@ -29,7 +29,7 @@ from mailflow.errors import DeliveryError, MailboxError, MailflowError
 from mailflow.health import heartbeat
 from mailflow.inbox import InboxReader, imap_config
 from mailflow.locks import Leadership, instance_lock
-from mailflow.outbox import OutboxSender, next_pending_at, release_stale
+from mailflow.outbox import OutboxSender, next_pending_at, release_dead_owners, release_stale
 from mailflow.scheduler import next_due, run_pass
 from mailflow.service import instance_id, outgoing
 
@@ -197,6 +197,7 @@ class Daemon:
             policy = self.settings.policy()
             if not in_window(now, policy):
                 return self._until(next_window_open(now, policy))
+            await asyncio.to_thread(release_dead_owners, self.engine)
             stats = await self.sender.run_once()
             if stats.paused:
                 log.error("sending paused: %s", stats.paused, extra={"action": "smtp_paused"})
@@ -220,6 +221,8 @@ class Daemon:
             loop.add_signal_handler(sig, self.stop)
         if self.engine.dialect.name == "sqlite":
             release_stale(self.engine, self.clock.now(), all_sending=True)  # we are the only instance
+        else:
+            release_dead_owners(self.engine)  # a SIGKILLed instance of this host: no need to wait for its leases
         log.info("daemon started", extra={"action": "daemon_started", "instance": self.owner})
         loops = [self.leader_loop(), self.lifecycle_loop(), self.outbox_loop()]
         if self.settings.imap.enabled:

@@ -170,3 +170,27 @@ async def test_corrected_address_gets_the_bounced_email_again(db_url: str, smtp_
     assert [f["who"] for f in pair["flags"] if f["kind"] == "call"] == ["mentor"]  # the mentee's cleared
     assert any(e["kind"] == "address_corrected" for e in pair["events"])
     assert world.sent(to="mentor1@example.org") == []
+
+
+async def test_rows_of_a_dead_instance_on_this_host_are_released_at_once(world: World) -> None:
+    import os
+    import socket
+    import subprocess
+
+    from mailflow.outbox import claim, release_dead_owners
+
+    await OutboxSender(world.engine, world.settings, "x", lambda: world.now("2026-09-01T07:00")).run_once()  # outside the window
+    from mailflow.scheduler import run_pass
+    from mailflow.service import outgoing
+
+    run_pass(world.engine, world.now("2026-09-01T09:00"), world.settings.policy(), outgoing(world.settings))
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    owner = f"{socket.gethostname()[:40]}:{proc.pid}"
+    alive = f"{socket.gethostname()[:40]}:{os.getpid()}"
+    claimed = claim(world.engine, world.now("2026-09-01T09:00"), owner, 1, 3600)
+    claim(world.engine, world.now("2026-09-01T09:00"), alive, 1, 3600)
+    assert len(claimed) == 1
+    assert release_dead_owners(world.engine) == 1  # the dead one's row only; the live lease stays
+    states = sorted(r.state for r in rows(world))
+    assert states == ["pending", "sending"]
