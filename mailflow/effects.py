@@ -21,7 +21,7 @@ from sqlmodel import Session, select
 
 from mailflow.adapters.tables import OutboxMessage, Pair, Person
 from mailflow.core.lifecycle import decide
-from mailflow.core.model import Action, ClearFlag, Decision, EmailKind, Event, EventKind, RaiseFlag, Role, SendEmail
+from mailflow.core.model import Action, Decision, EmailKind, Event, EventKind, RaiseFlag, Role, SendEmail
 from mailflow.core.policy import Policy
 from mailflow.render import make_message_id
 from mailflow.store import apply_flag_action, event_row, events_of, pair_view, people_by_id, to_event
@@ -116,9 +116,7 @@ def _record(
             event = Event(kind, now, who=action.who, flag=action.kind, reason=action.reason)
         session.add(event_row(pair.id, event))
     if decision.state.value != pair.state:
-        session.add(
-            event_row(pair.id, Event(EventKind.STATE_CHANGED, now, data={"from": pair.state, "to": decision.state.value}))
-        )
+        session.add(event_row(pair.id, Event(EventKind.STATE_CHANGED, now, data={"from": pair.state, "to": decision.state.value})))
         _cas_state(session, pair, decision.state.value, now)
 
 
@@ -160,6 +158,3 @@ def advance(
     pair.next_due_at = decision.next_due_at
     session.add(pair)
     return Decision(state=decision.state, actions=tuple(recorded), next_due_at=decision.next_due_at)
-
-
-__all__ = ["ClearFlag", "ConcurrentUpdate", "Outgoing", "advance", "idem_key", "queue_email"]

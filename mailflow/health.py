@@ -21,7 +21,7 @@ def wall_now() -> datetime:
     return datetime.now(UTC)
 
 
-def heartbeat(engine: Engine, owner: str, leader: bool, now: datetime | None = None) -> None:
+def heartbeat(engine: Engine, owner: str, leader: bool) -> None:
     now = wall_now()
     with session_scope(engine) as session:
         key = f"instance:{owner}"[:64]
@@ -72,7 +72,7 @@ def status(engine: Engine, settings: Settings, now: datetime) -> tuple[dict[str,
     return report, not problems
 
 
-def set_state(engine: Engine, key: str, value: str, now: datetime | None = None) -> None:
+def set_state(engine: Engine, key: str, value: str) -> None:
     now = wall_now()
     with session_scope(engine) as session:
         row = session.get(ServiceState, key) or ServiceState(key=key, updated_at=now)

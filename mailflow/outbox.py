@@ -15,7 +15,6 @@ the row goes back to pending untouched and sending pauses (RelayRejectedError to
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import socket
@@ -187,7 +186,7 @@ class OutboxSender:
         if stats.paused or stats.sent:
             from mailflow.health import set_state
 
-            set_state(self.engine, "smtp_paused", stats.paused or "", self.clock())
+            set_state(self.engine, "smtp_paused", stats.paused or "")
         return stats
 
     def _release_unsent(self, queue: asyncio.Queue[int]) -> None:
@@ -280,6 +279,3 @@ def retry_row(engine: Engine, row_id: int, now: datetime) -> OutboxMessage:
         row.state, row.not_before, row.attempts, row.created_at, row.last_error = PENDING, now, 0, now, ""
         session.add(row)
         return row
-
-
-__all__ = ["OutboxSender", "SendStats", "json"]

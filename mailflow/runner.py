@@ -107,7 +107,7 @@ class Daemon:
             try:
                 was = self.leadership.held
                 held = await asyncio.to_thread(self.leadership.try_acquire)
-                heartbeat(self.engine, self.owner, held, self.clock.now())
+                heartbeat(self.engine, self.owner, held)
                 backoff.ok()
                 if held and not was:
                     log.info("leader role taken", extra={"action": "leader_acquired"})
