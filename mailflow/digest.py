@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, func
+from sqlalchemy import Engine, and_, case, func, or_
+from sqlalchemy import select as core_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -30,7 +31,7 @@ from mailflow.core.policy import Policy
 from mailflow.effects import advance, queue_email
 from mailflow.errors import MailflowError, NotFoundError
 from mailflow.render import RecipientInfo, RenderedEmail, Renderer
-from mailflow.store import apply_flag_action, event_row, events_by_pair, get_pair, open_flags, people_by_id
+from mailflow.store import apply_flag_action, event_row, get_pair, open_flags
 
 log = logging.getLogger("mailflow.digest")
 AUDIT_ACTION = "referent_command"
@@ -44,18 +45,66 @@ def digest_key(referent_id: int, day: Any) -> str:
 # ---- gathering one referent's facts ----
 
 
-def _person(p: Person) -> PersonFacts:
-    return PersonFacts(first_name=p.first_name, phone=p.phone, bounced=p.bounced)
+def _pairs_of(session: Session, referent_id: int) -> list[Any]:
+    """The referent's pairs as plain rows, by ref: the pair's columns the digest shows and its two people's."""
+    t = Pair.__table__  # type: ignore[attr-defined]
+    people = Person.__table__  # type: ignore[attr-defined]
+    mentor, mentee = people.alias("mentor"), people.alias("mentee")
+    query = (
+        core_select(
+            t.c.id, t.c.ref, t.c.state, t.c.matched_on, t.c.paused_until,
+            mentor.c.first_name.label("mentor_first_name"), mentor.c.phone.label("mentor_phone"),
+            mentor.c.bounced.label("mentor_bounced"), mentee.c.first_name.label("mentee_first_name"),
+            mentee.c.phone.label("mentee_phone"), mentee.c.bounced.label("mentee_bounced"),
+        )  # fmt: skip
+        .join(mentor, mentor.c.id == t.c.mentor_id)
+        .join(mentee, mentee.c.id == t.c.mentee_id)
+        .where(t.c.referent_id == referent_id)
+        .order_by(t.c.ref)
+    )
+    return list(session.connection().execute(query))
 
 
-def _pair_facts(pair: Pair, people: dict[int, Person], events: list[PairEvent], policy: Policy) -> PairFacts:
-    intro = next((e.at for e in events if e.email_kind == EmailKind.INTRODUCTION.value and e.kind == "email_queued"), None)
+def _pair_facts(pair: Any, intro: datetime | None, checkpoint: bool, policy: Policy) -> PairFacts:
     return PairFacts(
-        ref=pair.ref, state=State(pair.state), matched_on=pair.matched_on, mentor=_person(people[pair.mentor_id]),
-        mentee=_person(people[pair.mentee_id]), paused_until=pair.paused_until,
-        intro_on=local_date(intro, policy) if intro else None,
-        checkpoint_sent=any(e.email_kind == EmailKind.CHECKPOINT.value for e in events),
+        ref=pair.ref, state=State(pair.state), matched_on=pair.matched_on,
+        mentor=PersonFacts(first_name=pair.mentor_first_name, phone=pair.mentor_phone, bounced=pair.mentor_bounced),
+        mentee=PersonFacts(first_name=pair.mentee_first_name, phone=pair.mentee_phone, bounced=pair.mentee_bounced),
+        paused_until=pair.paused_until, intro_on=local_date(intro, policy) if intro else None, checkpoint_sent=checkpoint,
     )  # fmt: skip
+
+
+def _intros_and_checkpoints(session: Session, referent_id: int) -> tuple[dict[int, datetime], set[int]]:
+    """Per pair: when its first introduction was queued, and whether a checkpoint email went.
+
+    Grouped in SQL over the referent's pairs: one row per pair, not its whole log.
+    """
+    t = PairEvent.__table__  # type: ignore[attr-defined]
+    pairs = Pair.__table__  # type: ignore[attr-defined]
+    own = t.c.pair_id.in_(select(pairs.c.id).where(pairs.c.referent_id == referent_id))
+    is_intro = and_(t.c.kind == EventKind.EMAIL_QUEUED.value, t.c.email_kind == EmailKind.INTRODUCTION.value)
+    is_checkpoint = t.c.email_kind == EmailKind.CHECKPOINT.value
+    grouped = (
+        select(
+            t.c.pair_id.label("pair_id"),
+            func.min(case((is_intro, t.c.id))).label("intro_id"),
+            func.max(case((is_checkpoint, 1), else_=0)).label("checkpoint"),
+        )
+        .where(own, or_(is_intro, is_checkpoint))
+        .group_by(t.c.pair_id)
+        .subquery()
+    )
+    rows = session.connection().execute(
+        select(grouped.c.pair_id, grouped.c.checkpoint, t.c.at).outerjoin(t, t.c.id == grouped.c.intro_id)
+    )
+    intros: dict[int, datetime] = {}
+    checkpoints: set[int] = set()
+    for row in rows:
+        if row.at is not None:
+            intros[row.pair_id] = row.at
+        if row.checkpoint:
+            checkpoints.add(row.pair_id)
+    return intros, checkpoints
 
 
 def _review_excerpt(session: Session, flag: Flag, events: list[PairEvent]) -> str:
@@ -71,6 +120,19 @@ def _review_excerpt(session: Session, flag: Flag, events: list[PairEvent]) -> st
     if message is None or message.intent == Intent.SUPPORT_NEEDED.value:
         return ""
     return message.text[:2000]
+
+
+def _review_logs(session: Session, pair_ids: list[int]) -> dict[int, list[Any]]:
+    """For the pairs with an open review flag: their flag_raised and reply events (what the excerpt needs), in order."""
+    out: dict[int, list[Any]] = {pid: [] for pid in pair_ids}
+    if not pair_ids:
+        return out
+    t = PairEvent.__table__  # type: ignore[attr-defined]
+    kinds = (EventKind.FLAG_RAISED.value, EventKind.REPLY.value)
+    query = core_select(t.c.id, t.c.pair_id, t.c.kind, t.c.who, t.c.flag, t.c.intent, t.c.inbound_id)
+    for row in session.connection().execute(query.where(t.c.pair_id.in_(pair_ids), t.c.kind.in_(kinds)).order_by(t.c.id)):
+        out[row.pair_id].append(row)
+    return out
 
 
 def _flag_facts(session: Session, flag: Flag, ref: str, events: list[PairEvent]) -> FlagFacts:
@@ -102,32 +164,50 @@ def _acks(session: Session, referent_id: int, since: datetime | None) -> list[Ac
     return out
 
 
-def _availability(pairs: list[Pair], people: dict[int, Person], events: dict[int, list[PairEvent]], since: datetime) -> list[Availability]:
-    out = []
-    for pair in pairs:
-        if pair.state not in (State.CLOSED.value, State.ENDED_NO_CONTACT.value):
-            continue
-        for e in events[pair.id or 0]:
-            if e.kind == EventKind.REPLY.value and e.intent == Intent.AVAILABLE.value and e.who == "mentor" and e.at > since:
-                out.append(Availability(pair.ref, people[pair.mentor_id].first_name, e.at))
-    return out
+def _availability(session: Session, pairs: list[Any], since: datetime) -> list[Availability]:
+    """Mentors of closed or ended pairs who replied `available` after `since` (recent replies only are read)."""
+    ended = [p for p in pairs if p.state in (State.CLOSED.value, State.ENDED_NO_CONTACT.value) and p.id is not None]
+    if not ended:
+        return []
+    table = PairEvent.__table__  # type: ignore[attr-defined]
+    wanted = (
+        table.c.pair_id.in_([p.id for p in ended]),
+        table.c.kind == EventKind.REPLY.value,
+        table.c.intent == Intent.AVAILABLE.value,
+        table.c.who == Role.MENTOR.value,
+        table.c.at > since,
+    )
+    rows = session.connection().execute(select(table.c.pair_id, table.c.at).where(*wanted).order_by(table.c.id))
+    by_pair: dict[int, list[datetime]] = {}
+    for row in rows:
+        if row.at > since:  # the same comparison as in SQL, on the decoded (aware) value
+            by_pair.setdefault(row.pair_id, []).append(row.at)
+    return [Availability(p.ref, p.mentor_first_name, at) for p in ended for at in by_pair.get(p.id or 0, [])]
 
 
 def gather(session: Session, referent: Person, now: datetime, policy: Policy) -> DigestInput:
-    """Everything the digest of `referent` shows, read from their own pairs only."""
+    """Everything the digest of `referent` shows, read from their own pairs only.
+
+    Only what the digest shows is read (grouped queries, plain rows): per pair its first
+    introduction and whether a checkpoint went, the `available` replies of ended pairs since the
+    previous digest, the open flags, and the flag/reply events of the few pairs with an open review
+    flag (for the excerpt) -- never every event of every pair.
+    """
     assert referent.id is not None
-    pairs = list(session.exec(select(Pair).where(Pair.referent_id == referent.id).order_by(col(Pair.ref))))
-    ids = [p.id for p in pairs if p.id is not None]
-    people = people_by_id(session, {i for p in pairs for i in (p.mentor_id, p.mentee_id)})
-    events = events_by_pair(session, ids)
+    pairs = _pairs_of(session, referent.id)
+    ids = [p.id for p in pairs]
+    intros, checkpoints = _intros_and_checkpoints(session, referent.id)
     refs = {p.id: p.ref for p in pairs}
-    flags = [_flag_facts(session, f, refs[f.pair_id], events[f.pair_id]) for f in open_flags(session, ids)]
+    open_ = open_flags(session, ids)
+    reviewed = sorted({f.pair_id for f in open_ if f.kind == FlagKind.REVIEW.value})
+    logs = _review_logs(session, reviewed)
+    flags = [_flag_facts(session, f, refs[f.pair_id], logs.get(f.pair_id, [])) for f in open_]
     previous = _previous_digest_at(session, referent.id, now)
     return DigestInput(
         language=referent.language,
-        pairs=[_pair_facts(p, people, events[p.id or 0], policy) for p in pairs],
+        pairs=[_pair_facts(p, intros.get(p.id), p.id in checkpoints, policy) for p in pairs],
         flags=flags,
-        available=_availability(pairs, people, events, previous or now - timedelta(days=7)),
+        available=_availability(session, pairs, previous or now - timedelta(days=7)),
         acks=_acks(session, referent.id, previous),
     )
 
