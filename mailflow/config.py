@@ -282,7 +282,6 @@ class Settings(BaseSettings):
             followup_reminder_days=c.followup_reminder_days,
             call_after_days=c.call_after_days,
             checkpoint_months=c.checkpoint_months,
-            digest_time=self.digest.time,
         )
 
     def token_secrets(self) -> list[bytes]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from zoneinfo import ZoneInfo
@@ -232,7 +232,3 @@ def write_dsn(original: EmailMessage, envelope_from: str, recipient: str, diagno
 def write_referent_reply(original: EmailMessage, lines: list[str], sender: str, at: datetime) -> bytes:
     """A referent's answer to the digest: one command per line, from Outlook."""
     return write_reply(original, Say("\n".join(lines)), sender, "outlook", at)
-
-
-def hours(h: float) -> timedelta:
-    return timedelta(hours=h)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, case, func, or_
+from sqlalchemy import Engine, and_, func
 from sqlalchemy import select as core_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -52,10 +52,17 @@ def _pairs_of(session: Session, referent_id: int) -> list[Any]:
     mentor, mentee = people.alias("mentor"), people.alias("mentee")
     query = (
         core_select(
-            t.c.id, t.c.ref, t.c.state, t.c.matched_on, t.c.paused_until,
-            mentor.c.first_name.label("mentor_first_name"), mentor.c.phone.label("mentor_phone"),
-            mentor.c.bounced.label("mentor_bounced"), mentee.c.first_name.label("mentee_first_name"),
-            mentee.c.phone.label("mentee_phone"), mentee.c.bounced.label("mentee_bounced"),
+            t.c.id,
+            t.c.ref,
+            t.c.state,
+            t.c.matched_on,
+            t.c.paused_until,
+            mentor.c.first_name.label("mentor_first_name"),
+            mentor.c.phone.label("mentor_phone"),
+            mentor.c.bounced.label("mentor_bounced"),
+            mentee.c.first_name.label("mentee_first_name"),
+            mentee.c.phone.label("mentee_phone"),
+            mentee.c.bounced.label("mentee_bounced"),
         )  # fmt: skip
         .join(mentor, mentor.c.id == t.c.mentor_id)
         .join(mentee, mentee.c.id == t.c.mentee_id)
@@ -65,17 +72,17 @@ def _pairs_of(session: Session, referent_id: int) -> list[Any]:
     return list(session.connection().execute(query))
 
 
-def _pair_facts(pair: Any, intro: datetime | None, checkpoint: bool, policy: Policy) -> PairFacts:
+def _pair_facts(pair: Any, intro: datetime | None, policy: Policy) -> PairFacts:
     return PairFacts(
         ref=pair.ref, state=State(pair.state), matched_on=pair.matched_on,
         mentor=PersonFacts(first_name=pair.mentor_first_name, phone=pair.mentor_phone, bounced=pair.mentor_bounced),
         mentee=PersonFacts(first_name=pair.mentee_first_name, phone=pair.mentee_phone, bounced=pair.mentee_bounced),
-        paused_until=pair.paused_until, intro_on=local_date(intro, policy) if intro else None, checkpoint_sent=checkpoint,
+        paused_until=pair.paused_until, intro_on=local_date(intro, policy) if intro else None,
     )  # fmt: skip
 
 
-def _intros_and_checkpoints(session: Session, referent_id: int) -> tuple[dict[int, datetime], set[int]]:
-    """Per pair: when its first introduction was queued, and whether a checkpoint email went.
+def _intros(session: Session, referent_id: int) -> dict[int, datetime]:
+    """Per pair: when its first introduction was queued.
 
     Grouped in SQL over the referent's pairs: one row per pair, not its whole log.
     """
@@ -83,28 +90,9 @@ def _intros_and_checkpoints(session: Session, referent_id: int) -> tuple[dict[in
     pairs = Pair.__table__  # type: ignore[attr-defined]
     own = t.c.pair_id.in_(select(pairs.c.id).where(pairs.c.referent_id == referent_id))
     is_intro = and_(t.c.kind == EventKind.EMAIL_QUEUED.value, t.c.email_kind == EmailKind.INTRODUCTION.value)
-    is_checkpoint = t.c.email_kind == EmailKind.CHECKPOINT.value
-    grouped = (
-        select(
-            t.c.pair_id.label("pair_id"),
-            func.min(case((is_intro, t.c.id))).label("intro_id"),
-            func.max(case((is_checkpoint, 1), else_=0)).label("checkpoint"),
-        )
-        .where(own, or_(is_intro, is_checkpoint))
-        .group_by(t.c.pair_id)
-        .subquery()
-    )
-    rows = session.connection().execute(
-        select(grouped.c.pair_id, grouped.c.checkpoint, t.c.at).outerjoin(t, t.c.id == grouped.c.intro_id)
-    )
-    intros: dict[int, datetime] = {}
-    checkpoints: set[int] = set()
-    for row in rows:
-        if row.at is not None:
-            intros[row.pair_id] = row.at
-        if row.checkpoint:
-            checkpoints.add(row.pair_id)
-    return intros, checkpoints
+    grouped = select(t.c.pair_id.label("pair_id"), func.min(t.c.id).label("intro_id")).where(own, is_intro).group_by(t.c.pair_id).subquery()
+    rows = session.connection().execute(select(grouped.c.pair_id, t.c.at).join(t, t.c.id == grouped.c.intro_id))
+    return {row.pair_id: row.at for row in rows}
 
 
 def _review_excerpt(session: Session, flag: Flag, events: list[PairEvent]) -> str:
@@ -146,7 +134,8 @@ def _flag_facts(session: Session, flag: Flag, ref: str, events: list[PairEvent])
 def _previous_digest_at(session: Session, referent_id: int, now: datetime) -> datetime | None:
     return session.exec(
         select(func.max(OutboxMessage.created_at)).where(
-            OutboxMessage.kind == EmailKind.DIGEST.value, OutboxMessage.person_id == referent_id,
+            OutboxMessage.kind == EmailKind.DIGEST.value,
+            OutboxMessage.person_id == referent_id,
             col(OutboxMessage.created_at) < now,
         )  # fmt: skip
     ).one()
@@ -196,7 +185,7 @@ def gather(session: Session, referent: Person, now: datetime, policy: Policy) ->
     assert referent.id is not None
     pairs = _pairs_of(session, referent.id)
     ids = [p.id for p in pairs]
-    intros, checkpoints = _intros_and_checkpoints(session, referent.id)
+    intros = _intros(session, referent.id)
     refs = {p.id: p.ref for p in pairs}
     open_ = open_flags(session, ids)
     reviewed = sorted({f.pair_id for f in open_ if f.kind == FlagKind.REVIEW.value})
@@ -205,7 +194,7 @@ def gather(session: Session, referent: Person, now: datetime, policy: Policy) ->
     previous = _previous_digest_at(session, referent.id, now)
     return DigestInput(
         language=referent.language,
-        pairs=[_pair_facts(p, intros.get(p.id), p.id in checkpoints, policy) for p in pairs],
+        pairs=[_pair_facts(p, intros.get(p.id), policy) for p in pairs],
         flags=flags,
         available=_availability(session, pairs, previous or now - timedelta(days=7)),
         acks=_acks(session, referent.id, previous),

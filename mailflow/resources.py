@@ -13,7 +13,3 @@ def shipped_dir(name: str) -> Path:
         if candidate.is_dir():
             return candidate
     raise FileNotFoundError(f"mailflow's {name} folder is missing from this installation")
-
-
-def example_roster() -> Path:
-    return shipped_dir("config") / "example-pairs.csv"

@@ -150,7 +150,6 @@ class InboundMessage(SQLModel, table=True):
     intent: str | None = Field(default=None, max_length=32)
     text: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))  # visible reply text (purged)
     problem: str = Field(default="", max_length=200)
-    moved: bool = Field(default=False)  # the IMAP move happened (the effect was committed first)
     uid: int | None = None
     uidvalidity: int | None = None
 

@@ -39,7 +39,6 @@ class PairFacts:
     mentee: PersonFacts
     paused_until: date | None = None
     intro_on: date | None = None  # local date of the introduction (day 0 of the first-contact window)
-    checkpoint_sent: bool = False
 
     def person(self, who: Role | None) -> PersonFacts:
         return self.mentor if who is Role.MENTOR else self.mentee

@@ -44,7 +44,6 @@ class FlagReason(StrEnum):
     UNCLEAR_REPLY = "unclear_reply"
     DIFFICULTY = "difficulty"
     SENDER_MISMATCH = "sender_mismatch"
-    UNKNOWN_COMMAND = "unknown_command"
 
 
 class Intent(StrEnum):

@@ -18,4 +18,3 @@ class Policy:
     followup_reminder_days: int = 4  # from the day the followup was sent
     call_after_days: int = 7  # from the day the followup was sent
     checkpoint_months: int = 6  # after matched_on
-    digest_time: time = time(8, 0)

@@ -20,7 +20,6 @@ REQUIRED_COLUMNS = (
     "mentor_job", "mentor_sector", "mentee_first_name", "mentee_last_name", "mentee_email",
     "mentee_phone", "mentee_sector", "track", "referent_name", "referent_email", "matched_on",
 )  # fmt: skip
-OPTIONAL_COLUMNS = ("mentor_language", "mentee_language")
 MUST_HAVE_VALUE = {
     "pair_ref", "mentor_first_name", "mentor_email", "mentee_first_name", "mentee_email",
     "track", "referent_name", "referent_email", "matched_on",

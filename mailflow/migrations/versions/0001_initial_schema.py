@@ -112,7 +112,6 @@ def upgrade() -> None:
     sa.Column('intent', sqlmodel.sql.sqltypes.AutoString(length=32), nullable=True),
     sa.Column('text', sa.Text(), nullable=False),
     sa.Column('problem', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
-    sa.Column('moved', sa.Boolean(), nullable=False),
     sa.Column('uid', sa.Integer(), nullable=True),
     sa.Column('uidvalidity', sa.Integer(), nullable=True),
     sa.ForeignKeyConstraint(['pair_id'], ['pairs.id'], ),
