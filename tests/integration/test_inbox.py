@@ -100,7 +100,10 @@ async def test_reply_json_shape_in_show(world: World) -> None:
     (intro,) = world.sent("introduction", to="mentee1@example.net")
     world.deliver(world.reply_to(intro, "1"))
     await world.run_once("2026-09-02T10:00")
-    json.dumps(pair(world, "P01"))
+    shown = json.loads(json.dumps(pair(world, "P01")))
+    assert {"ref", "state", "flags", "matched_on", "last_reply_at", "events"} <= set(shown)
+    (reply,) = [e for e in shown["events"] if e["kind"] == "reply"]
+    assert {"at", "kind", "who", "intent"} <= set(reply) and (reply["who"], reply["intent"]) == ("mentee", "ok")
 
 
 class Killed(BaseException):
