@@ -5,8 +5,8 @@ Order inside one transaction (the caller commits once):
   2. decide(pair, now, events) runs; each action becomes an event plus its effect
      (SendEmail -> an outbox row with a fixed Message-ID and a UNIQUE idempotency key,
       RaiseFlag/ClearFlag -> the flags projection), the state change is compare-and-set;
-  3. decide runs again on the longer log until it asks for nothing more (a fixpoint);
-  4. next_due_at is stored for the indexed selection of due pairs.
+  3. next_due_at is stored for the indexed selection of due pairs.
+decide() iterates to its own fixed point, so one call per transaction is enough.
 """
 
 from __future__ import annotations
@@ -21,12 +21,10 @@ from sqlmodel import Session, select
 
 from mailflow.adapters.tables import OutboxMessage, Pair, Person
 from mailflow.core.lifecycle import decide
-from mailflow.core.model import Action, Decision, EmailKind, Event, EventKind, RaiseFlag, Role, SendEmail
+from mailflow.core.model import Decision, EmailKind, Event, EventKind, RaiseFlag, Role, SendEmail
 from mailflow.core.policy import Policy
 from mailflow.render import make_message_id
 from mailflow.store import apply_flag_action, event_row, events_of, pair_view, people_by_id, to_event
-
-MAX_ROUNDS = 5
 
 
 class ConcurrentUpdate(Exception):
@@ -135,7 +133,7 @@ def advance(
     session: Session, pair: Pair, now: datetime, policy: Policy, outgoing: Outgoing, new_events: Sequence[Event] = (),
     inbound_id: int | None = None,
 ) -> Decision:  # fmt: skip
-    """Append `new_events`, then decide and record until nothing more is asked.
+    """Append `new_events`, then decide once (decide settles the pass itself) and record what it asks.
 
     Returns the final state and next due time, with every action recorded in this call.
     """
@@ -145,16 +143,12 @@ def advance(
     cause = new_events[-1] if new_events else None
     people = people_by_id(session, (pair.mentor_id, pair.mentee_id, pair.referent_id))
     session.flush()
-    decision = Decision(state=pair.state, actions=(), next_due_at=None)  # type: ignore[arg-type]
-    recorded: list[Action] = []
-    for _ in range(MAX_ROUNDS):
-        events = [to_event(r) for r in events_of(session, pair.id)]
-        decision = decide(pair_view(pair, people), now, events, policy)
-        if not decision.actions and decision.state.value == pair.state:
-            break
+    # decide() settles the pass itself (it records its own actions on a copy of the log and decides
+    # again until nothing changes), so one call gives every action due now and the next due time.
+    events = [to_event(r) for r in events_of(session, pair.id)]
+    decision = decide(pair_view(pair, people), now, events, policy)
+    if decision.actions or decision.state.value != pair.state:
         _record(session, pair, people, decision, now, outgoing, cause)
-        recorded.extend(decision.actions)
-        session.flush()
     pair.next_due_at = decision.next_due_at
     session.add(pair)
-    return Decision(state=decision.state, actions=tuple(recorded), next_due_at=decision.next_due_at)
+    return decision
