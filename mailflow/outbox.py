@@ -22,14 +22,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Engine, or_, update
+from sqlalchemy import Engine, bindparam, or_, update
 from sqlmodel import Session, col, select
 
 from mailflow.adapters.db import session_scope
 from mailflow.adapters.smtp import SmtpConfig, SmtpSender
 from mailflow.adapters.tables import OutboxMessage, Pair, Person
-from mailflow.compose import Composer
+from mailflow.compose import Batch, Composer, load_batch, outbox_rows_by_id
 from mailflow.config import Settings
 from mailflow.core.calendar import in_window
 from mailflow.core.model import Event, EventKind, Role
@@ -111,25 +112,28 @@ def claim(engine: Engine, now: datetime, owner: str, limit: int, lease_s: float)
             (col(OutboxMessage.state) == PENDING) & (col(OutboxMessage.not_before) <= now),
             (col(OutboxMessage.state) == SENDING) & (col(OutboxMessage.lease_until) < now),
         )
-        query = select(OutboxMessage).where(due).order_by(col(OutboxMessage.not_before), col(OutboxMessage.id)).limit(limit)
-        rows = list(session.exec(query.with_for_update(skip_locked=True)))
-        for row in rows:
-            row.state, row.lease_owner, row.lease_until = SENDING, owner, now + timedelta(seconds=lease_s)
-            row.attempts += 1
-            session.add(row)
-        return [r.id for r in rows if r.id is not None]
+        query = select(OutboxMessage.id).where(due).order_by(col(OutboxMessage.not_before), col(OutboxMessage.id)).limit(limit)
+        ids = [i for i in session.exec(query.with_for_update(skip_locked=True)) if i is not None]
+        for start in range(0, len(ids), 500):
+            session.execute(
+                update(OutboxMessage)
+                .where(col(OutboxMessage.id).in_(ids[start : start + 500]))
+                .values(state=SENDING, lease_owner=owner, lease_until=now + timedelta(seconds=lease_s), attempts=OutboxMessage.attempts + 1)
+            )
+        return ids
+
+
+_OUTBOX = OutboxMessage.__table__  # type: ignore[attr-defined]
+_MARK = update(_OUTBOX).where(_OUTBOX.c.id == bindparam("row_id"), _OUTBOX.c.lease_owner == bindparam("owner"))
 
 
 def _mark(engine: Engine, row_id: int, owner: str, **values: object) -> None:
-    with session_scope(engine) as session:
-        session.execute(
-            update(OutboxMessage)
-            .where(OutboxMessage.id == row_id, OutboxMessage.lease_owner == owner)  # type: ignore[arg-type]
-            .values(lease_owner=None, lease_until=None, **values)
-        )
+    """One row's outcome, in its own transaction (a crash after SMTP's 250 resends at most this row)."""
+    with engine.begin() as conn:
+        conn.execute(_MARK.values(lease_owner=None, lease_until=None, **values), {"row_id": row_id, "owner": owner})
 
 
-def _bounce(engine: Engine, row: OutboxMessage, settings: Settings, now: datetime) -> None:
+def _bounce(engine: Engine, row: Any, settings: Settings, now: datetime) -> None:
     """A permanent refusal of a participant's address: hold their mail and flag a call (reason bounce)."""
     with session_scope(engine) as session:
         if row.person_id is None:
@@ -177,10 +181,13 @@ class OutboxSender:
         ids = claim(self.engine, now, self.owner, limit, self._lease_s)
         if not ids:
             return stats
-        queue: asyncio.Queue[int] = asyncio.Queue()
-        for row_id in ids:
-            queue.put_nowait(row_id)
-        workers = [self._worker(queue, stats) for _ in range(min(self.settings.smtp.max_connections, len(ids)))]
+        with Session(self.engine) as session:  # the claim's context in a few queries, not a few per row
+            rows = [r for r in outbox_rows_by_id(session, ids) if r.lease_owner == self.owner]
+            batch = load_batch(session, rows)
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        for row in rows:
+            queue.put_nowait(row)
+        workers = [self._worker(queue, batch, stats) for _ in range(min(self.settings.smtp.max_connections, len(rows)))]
         await asyncio.gather(*workers)
         self._release_unsent(queue)
         if stats.paused or stats.sent:
@@ -189,39 +196,38 @@ class OutboxSender:
             set_state(self.engine, "smtp_paused", stats.paused or "")
         return stats
 
-    def _release_unsent(self, queue: asyncio.Queue[int]) -> None:
+    def _release_unsent(self, queue: asyncio.Queue[Any]) -> None:
         while not queue.empty():
-            _mark(self.engine, queue.get_nowait(), self.owner, state=PENDING, attempts=OutboxMessage.attempts - 1)
+            _mark(self.engine, queue.get_nowait().id, self.owner, state=PENDING, attempts=OutboxMessage.attempts - 1)
 
-    async def _worker(self, queue: asyncio.Queue[int], stats: SendStats) -> None:
+    async def _worker(self, queue: asyncio.Queue[Any], batch: Batch, stats: SendStats) -> None:
         async with self.sender_factory() as smtp:
             while not queue.empty() and stats.paused is None:
-                row_id = queue.get_nowait()
+                row = queue.get_nowait()
                 try:
-                    await self._send_one(smtp, row_id, stats)
+                    await self._send_one(smtp, row, batch, stats)
                 except asyncio.CancelledError:
-                    _mark(self.engine, row_id, self.owner, state=PENDING)  # released, same Message-ID next time
+                    _mark(self.engine, row.id, self.owner, state=PENDING)  # released, same Message-ID next time
                     raise
 
-    async def _send_one(self, smtp: SmtpSender, row_id: int, stats: SendStats) -> None:
-        with Session(self.engine) as session:
-            row = session.get(OutboxMessage, row_id)
-            if row is None or row.lease_owner != self.owner:
-                return
-            composed = self.composer.compose(session, row)
+    async def _send_one(self, smtp: SmtpSender, row: Any, batch: Batch, stats: SendStats) -> None:
+        row_id = row.id
+        composed = self.composer.compose_from(batch, row)
         if composed is None:  # the recipient's address bounced: hold until corrected
             _mark(self.engine, row_id, self.owner, state=HELD)
             stats.held += 1
             return
         await self._pace()
         try:
-            await smtp.send(composed.message, mail_from=composed.mail_from, rcpt_to=composed.rcpt_to)
+            await smtp.send(composed.raw, mail_from=composed.mail_from, rcpt_to=composed.rcpt_to)
         except RelayRejectedError as exc:
             _mark(self.engine, row_id, self.owner, state=PENDING, attempts=row.attempts - 1)
             stats.paused = str(exc)
             return
         except PermanentDeliveryError as exc:
             _mark(self.engine, row_id, self.owner, state=FAILED, last_error=str(exc)[:500])
+            if row.person_id is not None:
+                batch.bounced.add(row.person_id)  # the rest of this claim holds their mail too
             _bounce(self.engine, row, self.settings, self.clock())
             stats.failed += 1
             log.warning("send failed permanently", extra={"action": "outbox_failed", "outbox_id": row_id, "code": exc.code})
@@ -234,7 +240,7 @@ class OutboxSender:
         stats.message_ids.append(row.message_id)
         log.info("sent", extra={"action": "outbox_sent", "outbox_id": row_id, "kind": row.kind})
 
-    def _retry_later(self, row: OutboxMessage, exc: DeliveryError, stats: SendStats) -> None:
+    def _retry_later(self, row: Any, exc: DeliveryError, stats: SendStats) -> None:
         s = self.settings.smtp
         now = self.clock()
         assert row.id is not None

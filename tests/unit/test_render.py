@@ -24,6 +24,7 @@ from mailflow.render import (
     Renderer,
     RenderError,
     build_message,
+    build_message_bytes,
     check_templates,
     make_message_id,
     sample_context,
@@ -44,23 +45,26 @@ def flat(text: str) -> str:
     return " ".join(text.split())
 
 
-def message(rendered: RenderedEmail, **overrides: Any) -> EmailMessage:
-    args: dict[str, Any] = dict(
-        kind=EmailKind.FOLLOWUP,
-        from_name="Programme de mentorat",
-        from_address="mentorat@example.org",
-        to_name="Zoé Martin",
-        to_address="zoe@example.net",
-        reply_to="mentorat+AbC-12_x@example.org",
-        message_id="<abc123@example.org>",
-        date=NOW,
-    )
-    args.update(overrides)
-    return build_message(rendered, **args)
+_ARGS: dict[str, Any] = dict(
+    kind=EmailKind.FOLLOWUP,
+    from_name="Programme de mentorat",
+    from_address="mentorat@example.org",
+    to_name="Zoé Martin",
+    to_address="zoe@example.net",
+    reply_to="mentorat+AbC-12_x@example.org",
+    message_id="<abc123@example.org>",
+    date=NOW,
+)
 
 
-def reparse(msg: EmailMessage) -> EmailMessage:
-    return BytesParser(policy=default).parsebytes(msg.as_bytes())  # type: ignore[return-value]
+def message(rendered: RenderedEmail, **overrides: Any) -> bytes:
+    """The bytes the outbox sends (build_message_bytes), for these fields."""
+    args = {**_ARGS, **overrides}
+    return build_message_bytes(rendered, **args)
+
+
+def reparse(raw: bytes) -> EmailMessage:
+    return BytesParser(policy=default).parsebytes(raw)  # type: ignore[return-value]
 
 
 def test_check_templates_is_clean(renderer: Renderer) -> None:
@@ -148,7 +152,7 @@ def _with_phones(ctx: dict[str, Any]) -> dict[str, Any]:
 @pytest.mark.parametrize(("kind", "lang", "role"), [c for c in CASES if c[2] is not Role.REFERENT])
 def test_no_participant_phone_in_any_email(renderer: Renderer, kind: EmailKind, lang: str, role: Role) -> None:
     out = renderer.render(kind, lang, _with_phones(sample_context(kind, lang, role)))
-    raw = message(out, kind=kind).as_bytes().decode("ascii", "replace")
+    raw = message(out, kind=kind).decode("ascii", "replace")
     for phone in (MENTOR_PHONE, MENTEE_PHONE):
         digits = phone.replace(" ", "")
         for blob in (out.subject, out.text, out.html, raw):
@@ -226,7 +230,10 @@ def test_message_headers_and_parts(rendered: RenderedEmail) -> None:
     assert parts == ["text/plain", "text/html"]
     assert parsed.get_body(("plain",)).get_content().replace("\r\n", "\n") == rendered.text  # type: ignore[union-attr]
     assert "Cc" not in parsed and "Bcc" not in parsed
-    assert all(len(line) <= 998 for line in msg.as_bytes().split(b"\r\n"))
+    lines = msg.split(b"\r\n")
+    assert all(len(line) <= 78 for line in lines)  # headers folded, quoted-printable bodies
+    assert b"\n" not in msg.replace(b"\r\n", b"") and b"\r" not in msg.replace(b"\r\n", b"")
+    assert build_message(rendered, **_ARGS).as_bytes()  # the EmailMessage view of the same bytes
 
 
 def test_no_reply_to_and_no_threading(rendered: RenderedEmail) -> None:
@@ -256,9 +263,8 @@ INJECTIONS = [
 ]
 
 
-def _assert_clean(msg: EmailMessage) -> EmailMessage:
-    raw = msg.as_bytes()
-    parsed = reparse(msg)
+def _assert_clean(raw: bytes) -> EmailMessage:
+    parsed = reparse(raw)
     assert {k.lower() for k in parsed} == EXPECTED
     for key in parsed:
         assert "\n" not in str(parsed[key]) and "\r" not in str(parsed[key])
