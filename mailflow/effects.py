@@ -12,11 +12,12 @@ decide() iterates to its own fixed point, so one call per transaction is enough.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import update
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, select
 
 from mailflow.adapters.tables import OutboxMessage, Pair, Person
@@ -24,7 +25,7 @@ from mailflow.core.lifecycle import decide
 from mailflow.core.model import Decision, EmailKind, Event, EventKind, RaiseFlag, Role, SendEmail
 from mailflow.core.policy import Policy
 from mailflow.render import make_message_id
-from mailflow.store import apply_flag_action, event_row, events_of, pair_view, people_by_id, to_event
+from mailflow.store import apply_flag_action, as_read_back, event_logs, event_values, insert_events, pair_view, people_by_id
 
 
 class ConcurrentUpdate(Exception):
@@ -71,7 +72,7 @@ def queue_email(
 def _send(
     session: Session,
     pair: Pair,
-    people: dict[int, Person],
+    people: Mapping[int, Person],
     action: SendEmail,
     now: datetime,
     outgoing: Outgoing,
@@ -97,58 +98,70 @@ def _send(
 def _record(
     session: Session,
     pair: Pair,
-    people: dict[int, Person],
+    people: Mapping[int, Person],
     decision: Decision,
     now: datetime,
     outgoing: Outgoing,
     cause: Event | None,
-) -> None:
+) -> list[Event]:
+    """Carry out the decision's actions; returns their events (the caller appends them to the log)."""
     assert pair.id is not None
+    events = []
     for action in decision.actions:
         if isinstance(action, SendEmail):
             _send(session, pair, people, action, now, outgoing, cause)
-            event = Event(EventKind.EMAIL_QUEUED, now, who=action.to, email_kind=action.kind, slot=action.slot)
+            events.append(Event(EventKind.EMAIL_QUEUED, now, who=action.to, email_kind=action.kind, slot=action.slot))
         else:
             apply_flag_action(session, pair.id, action, now)
             kind = EventKind.FLAG_RAISED if isinstance(action, RaiseFlag) else EventKind.FLAG_CLEARED
-            event = Event(kind, now, who=action.who, flag=action.kind, reason=action.reason)
-        session.add(event_row(pair.id, event))
+            events.append(Event(kind, now, who=action.who, flag=action.kind, reason=action.reason))
     if decision.state.value != pair.state:
-        session.add(event_row(pair.id, Event(EventKind.STATE_CHANGED, now, data={"from": pair.state, "to": decision.state.value})))
+        events.append(Event(EventKind.STATE_CHANGED, now, data={"from": pair.state, "to": decision.state.value}))
         _cas_state(session, pair, decision.state.value, now)
+    return events
 
 
 def _cas_state(session: Session, pair: Pair, new_state: str, now: datetime) -> None:
-    result = session.execute(
+    closed_at = now if new_state == "closed" else pair.closed_at
+    result = session.connection().execute(
         update(Pair)
         .where(Pair.id == pair.id, Pair.version == pair.version, Pair.state == pair.state)  # type: ignore[arg-type]
-        .values(state=new_state, version=pair.version + 1, closed_at=now if new_state == "closed" else pair.closed_at)
+        .values(state=new_state, version=pair.version + 1, closed_at=closed_at)
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if result.rowcount != 1:
         raise ConcurrentUpdate(pair.ref)
-    session.refresh(pair)
+    # what the row now holds, without a re-read (which would drop the caller's unflushed changes to the pair)
+    for name, value in (("state", new_state), ("version", pair.version + 1), ("closed_at", closed_at)):
+        set_committed_value(pair, name, value)
 
 
 def advance(
     session: Session, pair: Pair, now: datetime, policy: Policy, outgoing: Outgoing, new_events: Sequence[Event] = (),
-    inbound_id: int | None = None,
+    inbound_id: int | None = None, *, log: list[Event] | None = None, people: Mapping[int, Person] | None = None,
 ) -> Decision:  # fmt: skip
     """Append `new_events`, then decide once (decide settles the pass itself) and record what it asks.
 
+    `log` is the pair's log so far when the caller already holds it (the inbox reads a chunk's logs in one
+    query); it is extended in place with every event written here. `people`: the pair's members by id.
     Returns the final state and next due time, with every action recorded in this call.
     """
     assert pair.id is not None
-    for event in new_events:
-        session.add(event_row(pair.id, event, inbound_id=inbound_id))
-    cause = new_events[-1] if new_events else None
-    people = people_by_id(session, (pair.mentor_id, pair.mentee_id, pair.referent_id))
-    session.flush()
+    if log is None:
+        session.flush()  # events the caller added through the ORM belong to the log
+        log = event_logs(session, [pair.id])[pair.id]
+    if people is None:
+        people = people_by_id(session, (pair.mentor_id, pair.mentee_id, pair.referent_id))
+    rows = [event_values(pair.id, event, inbound_id) for event in new_events]
+    log.extend(as_read_back(row) for row in rows)
     # decide() settles the pass itself (it records its own actions on a copy of the log and decides
     # again until nothing changes), so one call gives every action due now and the next due time.
-    events = [to_event(r) for r in events_of(session, pair.id)]
-    decision = decide(pair_view(pair, people), now, events, policy)
+    decision = decide(pair_view(pair, people), now, log, policy)
     if decision.actions or decision.state.value != pair.state:
-        _record(session, pair, people, decision, now, outgoing, cause)
+        cause = new_events[-1] if new_events else None
+        recorded = [event_values(pair.id, e) for e in _record(session, pair, people, decision, now, outgoing, cause)]
+        log.extend(as_read_back(row) for row in recorded)
+        rows += recorded
+    insert_events(session, rows)
     pair.next_due_at = decision.next_due_at
     session.add(pair)
     return decision

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import func, insert
 from sqlmodel import Session, col, select
 
 from mailflow.adapters.tables import Flag, Pair, PairEvent, Person
@@ -37,7 +38,8 @@ def pair_view(pair: Pair, people: dict[int, Person]) -> PairView:
     )
 
 
-def to_event(row: PairEvent) -> Event:
+def to_event(row: Any) -> Event:
+    """A pair_events row (ORM object or Core row) as the core's event."""
     return Event(
         kind=EventKind(row.kind),
         at=row.at,
@@ -51,20 +53,41 @@ def to_event(row: PairEvent) -> Event:
     )
 
 
+def event_values(pair_id: int, event: Event, inbound_id: int | None = None) -> dict[str, Any]:
+    """The pair_events row of `event`, as column values (for a Core insert)."""
+    return {
+        "pair_id": pair_id,
+        "at": event.at,
+        "kind": event.kind.value,
+        "who": event.who.value if event.who else None,
+        "intent": event.intent.value if event.intent else None,
+        "email_kind": event.email_kind.value if event.email_kind else None,
+        "slot": event.slot,
+        "flag": event.flag.value if event.flag else None,
+        "reason": event.reason,
+        "data": json.dumps(dict(event.data), ensure_ascii=False, sort_keys=True),
+        "inbound_id": inbound_id,
+    }
+
+
 def event_row(pair_id: int, event: Event, inbound_id: int | None = None) -> PairEvent:
-    return PairEvent(
-        pair_id=pair_id,
-        at=event.at,
-        kind=event.kind.value,
-        who=event.who.value if event.who else None,
-        intent=event.intent.value if event.intent else None,
-        email_kind=event.email_kind.value if event.email_kind else None,
-        slot=event.slot,
-        flag=event.flag.value if event.flag else None,
-        reason=event.reason,
-        data=json.dumps(dict(event.data), ensure_ascii=False, sort_keys=True),
-        inbound_id=inbound_id,
-    )
+    return PairEvent(**event_values(pair_id, event, inbound_id))
+
+
+def as_read_back(values: dict[str, Any]) -> Event:
+    """The event of a row about to be written, exactly as a later read of the log returns it (UTC, JSON data)."""
+    return to_event(SimpleNamespace(**{**values, "at": values["at"].astimezone(UTC)}))  # type: ignore[arg-type]
+
+
+def insert_events(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Append event rows in one statement (Core: no ORM object per event)."""
+    if rows:
+        session.connection().execute(insert(PairEvent.__table__), list(rows))  # type: ignore[attr-defined]
+
+
+def event_logs(session: Session, pair_ids: Sequence[int]) -> dict[int, list[Event]]:
+    """Several pairs' logs (one query), as the core's events, oldest first."""
+    return {pid: [to_event(r) for r in rows] for pid, rows in events_by_pair(session, pair_ids).items()}
 
 
 def get_pair(session: Session, ref: str, *, for_update: bool = False) -> Pair:

@@ -257,12 +257,16 @@ class ImapMailbox:
 
     async def fetch(self, uids: Sequence[int], chunk: int = 100) -> AsyncIterator[FetchedMessage]:
         """Raw messages (BODY.PEEK[]: the \\Seen flag is untouched); UIDs that vanished are skipped."""
+        async for part in self.fetch_chunks(uids, chunk):
+            for fetched in part:
+                yield fetched
+
+    async def fetch_chunks(self, uids: Sequence[int], chunk: int = 100) -> AsyncIterator[list[FetchedMessage]]:
+        """Like fetch(), one list per FETCH command of `chunk` UIDs (the inbox applies a chunk in one transaction)."""
         for start in range(0, len(uids), chunk):
             part = uids[start : start + chunk]
             response = await self._ok("fetch", self._imap.uid("fetch", _uid_set(part), "(UID BODY.PEEK[])"))
-            for uid, raw in _literals(response.lines):
-                if uid is not None:
-                    yield FetchedMessage(uid=uid, raw=raw, size=len(raw))
+            yield [FetchedMessage(uid=uid, raw=raw, size=len(raw)) for uid, raw in _literals(response.lines) if uid is not None]
 
     async def sizes(self, uids: Sequence[int]) -> dict[int, int]:
         """RFC822.SIZE per UID, so that huge messages can be set aside without downloading them."""
@@ -318,15 +322,24 @@ class ImapMailbox:
             await self._ok("expunge", imap.expunge())
 
     async def move(self, uid: int, folder: str) -> None:
-        """Move one message (MOVE, else COPY + \\Deleted + UID EXPUNGE)."""
+        """Move one message (see move_many)."""
+        await self.move_many([uid], folder)
+
+    async def move_many(self, uids: Sequence[int], folder: str) -> None:
+        """Move messages to `folder` in one command (UID MOVE 1,5,7), else COPY + \\Deleted + UID EXPUNGE."""
+        ordered = sorted(set(uids))
+        for start in range(0, len(ordered), _CHUNK):  # in chunks: one EXPUNGE line per message answers it (see sizes())
+            await self._move_set(_uid_set(ordered[start : start + _CHUNK]), folder)
+
+    async def _move_set(self, uid_set: str, folder: str) -> None:
         imap, target = self._imap, _quote(folder)
         if imap.has_capability("MOVE"):
-            await self._ok(f"move to {folder}", imap.uid("move", str(uid), target))
+            await self._ok(f"move to {folder}", imap.uid("move", uid_set, target))
             return
-        await self._ok(f"copy to {folder}", imap.uid("copy", str(uid), target))
-        await self._ok("store \\Deleted", imap.uid("store", str(uid), "+FLAGS.SILENT", r"(\Deleted)"))
+        await self._ok(f"copy to {folder}", imap.uid("copy", uid_set, target))
+        await self._ok("store \\Deleted", imap.uid("store", uid_set, "+FLAGS.SILENT", r"(\Deleted)"))
         if imap.has_capability("UIDPLUS"):
-            await self._ok("expunge", imap.uid("expunge", str(uid)))
+            await self._ok("expunge", imap.uid("expunge", uid_set))
         else:  # plain EXPUNGE also removes other \Deleted messages: acceptable in our own folder
             await self._ok("expunge", imap.expunge())
 

@@ -141,17 +141,17 @@ async def test_killed_after_commit_before_move_is_only_moved(world: World) -> No
 
     (intro,) = world.sent("introduction", to="mentee2@example.net")
     world.deliver(world.reply_to(intro, "1"))
-    real = imap_module.ImapMailbox.move
+    real = imap_module.ImapMailbox.move_many
 
-    async def dying(self, uid, folder):  # type: ignore[no-untyped-def]
+    async def dying(self, uids, folder):  # type: ignore[no-untyped-def]
         raise Killed
 
-    imap_module.ImapMailbox.move = dying  # type: ignore[method-assign]
+    imap_module.ImapMailbox.move_many = dying  # type: ignore[method-assign]
     try:
         with pytest.raises(Killed):
             await world.run_once("2026-09-02T10:00")
     finally:
-        imap_module.ImapMailbox.move = real  # type: ignore[method-assign]
+        imap_module.ImapMailbox.move_many = real  # type: ignore[method-assign]
     assert len(world.folder("INBOX")) == 1
     await world.run_once("2026-09-02T10:05")
     assert world.folder("INBOX") == [] and len(world.folder("Processed")) == 1
