@@ -2,10 +2,13 @@
 
 Order of side effects for one row:
   pending --claim (commit: state=sending, lease)--> SMTP DATA --250--> sent (commit)
+The `sent` commit is grouped with the other connections' rows accepted in the same loop turn
+(SentMarks), and a connection waits for it before its next DATA.
 The Message-ID is fixed when the row is queued, so a row found `sending` after a crash (its lease
 expired, or on SQLite: any `sending` row at start, since only one instance runs) is sent again
-with the SAME Message-ID: receivers deduplicate on it. Guarantee: never lost; at most one resend
-after a crash, with the same Message-ID; never a new Message-ID for the same email.
+with the SAME Message-ID: receivers deduplicate on it. Guarantee: never lost; after a crash at
+most one resend per SMTP connection (the message accepted but not yet recorded), with the same
+Message-ID; never a new Message-ID for the same email.
 Failures: 4xx/timeout/disconnect -> pending again with exponential backoff (retry_first_s,
 doubling, capped at retry_max_s), `failed` past retry_horizon_h; 550/551/553 -> `failed` at once,
 the person gets a bounce (call flag, mail held); relay refusals (535, 554 for all, TLS policy) ->
@@ -127,10 +130,41 @@ _OUTBOX = OutboxMessage.__table__  # type: ignore[attr-defined]
 _MARK = update(_OUTBOX).where(_OUTBOX.c.id == bindparam("row_id"), _OUTBOX.c.lease_owner == bindparam("owner"))
 
 
+_MARK_SENT = _MARK.values(state=SENT, sent_at=bindparam("sent_at"), last_error="", lease_owner=None, lease_until=None)
+
+
 def _mark(engine: Engine, row_id: int, owner: str, **values: object) -> None:
-    """One row's outcome, in its own transaction (a crash after SMTP's 250 resends at most this row)."""
+    """One row's outcome, in its own transaction."""
     with engine.begin() as conn:
         conn.execute(_MARK.values(lease_owner=None, lease_until=None, **values), {"row_id": row_id, "owner": owner})
+
+
+class SentMarks:
+    """Group commit of `sent`: the rows that workers finished at about the same time, in one transaction.
+
+    A worker records its row after SMTP's 250 and waits for that commit before it starts its next
+    SMTP transaction. So each connection has at most one accepted-but-unrecorded message at any
+    time -- exactly as with a commit per row -- and a crash resends at most one message per
+    connection, with its Message-ID; but 4 connections cost one commit, not four.
+    """
+
+    def __init__(self, engine: Engine, owner: str) -> None:
+        self.engine, self.owner = engine, owner
+        self._rows: list[dict[str, object]] = []
+        self._flush: asyncio.Task[None] | None = None
+
+    def record(self, row_id: int, sent_at: datetime) -> asyncio.Task[None]:
+        """Queue this row's `sent`; returns the commit to await before the worker's next send."""
+        self._rows.append({"row_id": row_id, "owner": self.owner, "sent_at": sent_at})
+        if self._flush is None:
+            self._flush = asyncio.get_running_loop().create_task(self._commit())
+        return self._flush
+
+    async def _commit(self) -> None:
+        await asyncio.sleep(0)  # let the workers whose replies arrived in this loop turn join
+        rows, self._rows, self._flush = self._rows, [], None
+        with self.engine.begin() as conn:
+            conn.execute(_MARK_SENT, rows)
 
 
 def _bounce(engine: Engine, row: Any, settings: Settings, now: datetime) -> None:
@@ -187,8 +221,13 @@ class OutboxSender:
         queue: asyncio.Queue[Any] = asyncio.Queue()
         for row in rows:
             queue.put_nowait(row)
-        workers = [self._worker(queue, batch, stats) for _ in range(min(self.settings.smtp.max_connections, len(rows)))]
-        await asyncio.gather(*workers)
+        marks = SentMarks(self.engine, self.owner)
+        try:  # one worker failing stops the others (each releases the row it holds)
+            async with asyncio.TaskGroup() as group:
+                for _ in range(min(self.settings.smtp.max_connections, len(rows))):
+                    group.create_task(self._worker(queue, batch, stats, marks))
+        except BaseExceptionGroup as failed:
+            raise failed.exceptions[0]  # noqa: B904 (the first failure, as a plain exception for the callers)
         self._release_unsent(queue)
         if stats.paused or stats.sent:
             from mailflow.health import set_state
@@ -200,30 +239,38 @@ class OutboxSender:
         while not queue.empty():
             _mark(self.engine, queue.get_nowait().id, self.owner, state=PENDING, attempts=OutboxMessage.attempts - 1)
 
-    async def _worker(self, queue: asyncio.Queue[Any], batch: Batch, stats: SendStats) -> None:
+    async def _worker(self, queue: asyncio.Queue[Any], batch: Batch, stats: SendStats, marks: SentMarks) -> None:
         async with self.sender_factory() as smtp:
+            recorded: asyncio.Task[None] | None = None  # this connection's last `sent`, maybe not committed yet
             while not queue.empty() and stats.paused is None:
                 row = queue.get_nowait()
                 try:
-                    await self._send_one(smtp, row, batch, stats)
+                    recorded = await self._send_one(smtp, row, batch, stats, marks, recorded)
                 except asyncio.CancelledError:
                     _mark(self.engine, row.id, self.owner, state=PENDING)  # released, same Message-ID next time
                     raise
+            if recorded is not None:
+                await asyncio.shield(recorded)
 
-    async def _send_one(self, smtp: SmtpSender, row: Any, batch: Batch, stats: SendStats) -> None:
+    async def _send_one(
+        self, smtp: SmtpSender, row: Any, batch: Batch, stats: SendStats, marks: SentMarks, recorded: asyncio.Task[None] | None
+    ) -> asyncio.Task[None] | None:
+        """Compose and send one row; returns the pending commit of its `sent` (None: recorded already)."""
         row_id = row.id
-        composed = self.composer.compose_from(batch, row)
+        composed = self.composer.compose_from(batch, row)  # composing while the previous commit waits its turn
+        if recorded is not None:
+            await asyncio.shield(recorded)  # never two accepted-but-unrecorded messages on one connection
         if composed is None:  # the recipient's address bounced: hold until corrected
             _mark(self.engine, row_id, self.owner, state=HELD)
             stats.held += 1
-            return
+            return None
         await self._pace()
         try:
             await smtp.send(composed.raw, mail_from=composed.mail_from, rcpt_to=composed.rcpt_to)
         except RelayRejectedError as exc:
             _mark(self.engine, row_id, self.owner, state=PENDING, attempts=row.attempts - 1)
             stats.paused = str(exc)
-            return
+            return None
         except PermanentDeliveryError as exc:
             _mark(self.engine, row_id, self.owner, state=FAILED, last_error=str(exc)[:500])
             if row.person_id is not None:
@@ -231,14 +278,14 @@ class OutboxSender:
             _bounce(self.engine, row, self.settings, self.clock())
             stats.failed += 1
             log.warning("send failed permanently", extra={"action": "outbox_failed", "outbox_id": row_id, "code": exc.code})
-            return
+            return None
         except (TransientDeliveryError, DeliveryError) as exc:
             self._retry_later(row, exc, stats)
-            return
-        _mark(self.engine, row_id, self.owner, state=SENT, sent_at=self.clock(), last_error="")
+            return None
         stats.sent += 1
         stats.message_ids.append(row.message_id)
         log.info("sent", extra={"action": "outbox_sent", "outbox_id": row_id, "kind": row.kind})
+        return marks.record(row_id, self.clock())
 
     def _retry_later(self, row: Any, exc: DeliveryError, stats: SendStats) -> None:
         s = self.settings.smtp

@@ -312,6 +312,7 @@ class Renderer:
             undefined=jinja2.StrictUndefined,
             trim_blocks=True,
             lstrip_blocks=True,
+            auto_reload=False,  # templates are part of the release: no stat of every file on every render
             bytecode_cache=_BYTECODE[mode],
         )
         env.globals.update(layout=f"_layout/{mode}.j2", components=f"_layout/{mode}_components.j2")

@@ -29,6 +29,7 @@ _DOMAIN_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0
 _MSGID_RE = re.compile(r"<[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.\[\]:-]+>")
 _BIDI = {chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))}
 # the same set as `_neutral`, as one character class (Cc, Zl, Zp, Cs and the bidi overrides): one C scan
+_SPACE_RE = re.compile(r"\s")  # str.isspace(), as one scan
 _UNSAFE_RE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\u202a-\u202e\u2066-\u2069]")
 
 
@@ -62,7 +63,7 @@ def clean_display_name(value: str) -> str:
 
 def split_address(address: str) -> tuple[str, str]:
     """Split a bare `local@domain` into its parts; raise UnsafeHeaderError when it is not one."""
-    if not isinstance(address, str) or _UNSAFE_RE.search(address) or any(ch.isspace() for ch in address):
+    if not isinstance(address, str) or _UNSAFE_RE.search(address) or _SPACE_RE.search(address):
         raise UnsafeHeaderError("email address contains whitespace or control characters")
     local, sep, domain = address.rpartition("@")
     if not sep or not _LOCAL_RE.fullmatch(local) or not _DOMAIN_RE.fullmatch(domain):

@@ -104,21 +104,21 @@ async def test_crash_between_250_and_commit_resends_same_message_id(db_url: str,
     world = World(db_url, smtp_server, None, MAILFLOW_SMTP__MAX_CONNECTIONS="1")
     world.import_rows([pair_row(1)])
 
-    real_mark = outbox_module._mark
+    real_commit = outbox_module.SentMarks._commit
     crashed: list[int] = []
 
-    def dying_mark(engine, row_id, owner, **values):  # type: ignore[no-untyped-def]
-        if values.get("state") == "sent" and not crashed:
-            crashed.append(row_id)
+    async def dying_commit(self):  # type: ignore[no-untyped-def]
+        if not crashed:
+            crashed.append(1)
             raise Killed("killed between 250 and commit")
-        return real_mark(engine, row_id, owner, **values)
+        return await real_commit(self)
 
-    outbox_module._mark = dying_mark  # type: ignore[assignment]
+    outbox_module.SentMarks._commit = dying_commit  # type: ignore[method-assign]
     try:
         with pytest.raises(Killed):
             await world.run_once("2026-09-01T09:00")
     finally:
-        outbox_module._mark = real_mark  # type: ignore[assignment]
+        outbox_module.SentMarks._commit = real_commit  # type: ignore[method-assign]
     first = [m["Message-ID"] for m in world.sent()]
     assert len(first) == 1
     # restart: on SQLite the start-up releases every `sending` row; on PostgreSQL the lease expires
@@ -132,6 +132,42 @@ async def test_crash_between_250_and_commit_resends_same_message_id(db_url: str,
     assert ids.count(first[0]) == 2
     assert len(set(ids)) == 2
     assert {r.state for r in rows(world)} == {"sent"}
+
+
+async def test_group_commit_crash_leaves_at_most_one_unrecorded_message_per_connection(
+    db_url: str, smtp_server: RecordingSMTPServer
+) -> None:
+    """4 connections share each `sent` commit; a crash in one loses at most one record per connection."""
+    from mailflow import outbox as outbox_module
+
+    world = World(db_url, smtp_server, None, MAILFLOW_SMTP__MAX_CONNECTIONS="4")
+    world.import_rows([pair_row(i) for i in range(1, 9)])  # 16 introductions
+    real_commit = outbox_module.SentMarks._commit
+    commits: list[int] = []
+
+    async def dying_commit(self):  # type: ignore[no-untyped-def]
+        commits.append(len(self._rows))
+        if len(commits) == 3:
+            raise Killed("killed during a grouped commit")
+        return await real_commit(self)
+
+    outbox_module.SentMarks._commit = dying_commit  # type: ignore[method-assign]
+    try:
+        with pytest.raises(Killed):
+            await world.run_once("2026-09-01T09:00")
+    finally:
+        outbox_module.SentMarks._commit = real_commit  # type: ignore[method-assign]
+    delivered = [m["Message-ID"] for m in world.sent()]
+    recorded = {r.message_id for r in rows(world) if r.state == "sent"}
+    unrecorded = [mid for mid in delivered if mid not in recorded]
+    assert delivered and 1 <= len(unrecorded) <= 4  # at most one per connection
+    t = world.now("2026-09-01T09:00")
+    outbox_module.release_stale(world.engine, t, all_sending=True)
+    await OutboxSender(world.engine, world.settings, "t2", lambda: t + timedelta(seconds=1)).run_once()
+    ids = [m["Message-ID"] for m in world.sent()]
+    assert {r.state for r in rows(world)} == {"sent"} and len(set(ids)) == 16  # every row, its own Message-ID
+    assert len(ids) - 16 == len(unrecorded)  # only the unrecorded ones went twice
+    assert {mid for mid in ids if ids.count(mid) == 2} == set(unrecorded)
 
 
 async def test_headers_and_one_recipient(world: World) -> None:

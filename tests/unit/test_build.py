@@ -106,3 +106,7 @@ def test_unsafe_character_class_is_the_neutral_set() -> None:
     """The regex used to neutralise header text matches exactly the characters `_neutral` names."""
     differ = [c for c in range(0x110000) if addresses._neutral(chr(c)) != bool(addresses._UNSAFE_RE.match(chr(c)))]
     assert differ == []
+
+
+def test_space_class_is_str_isspace() -> None:
+    assert [c for c in range(0x110000) if chr(c).isspace() != bool(addresses._SPACE_RE.match(chr(c)))] == []
