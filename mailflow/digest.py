@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -42,17 +43,33 @@ def digest_key(referent_id: int, day: Any) -> str:
     return f"digest:{referent_id}:{day.isoformat()}"
 
 
-# ---- gathering one referent's facts ----
+# ---- gathering: what the digests show, for many referents at once ----
+#
+# Set-based: each query below reads what ALL the referents of a group need (a few hundred per
+# programme, grouped by GATHER_REFERENTS to bound memory), then the digests are built in Python.
+# One query per referent was a database round trip each: 13.7 s for 200 referents on PostgreSQL.
+
+GATHER_REFERENTS = 50
+_ENDED = (State.CLOSED.value, State.ENDED_NO_CONTACT.value)
+_STATES = {s.value: s for s in State}
 
 
-def _pairs_of(session: Session, referent_id: int) -> list[Any]:
-    """The referent's pairs as plain rows, by ref: the pair's columns the digest shows and its two people's."""
+def _own_pairs(referent_ids: Sequence[int], *states: str) -> Any:
+    """Subquery: the ids of these referents' pairs (in one of `states` when given)."""
+    t = Pair.__table__  # type: ignore[attr-defined]
+    query = core_select(t.c.id).where(t.c.referent_id.in_(referent_ids))
+    return query.where(t.c.state.in_(states)) if states else query
+
+
+def _pairs_of(session: Session, referent_ids: Sequence[int]) -> dict[int, list[Any]]:
+    """Per referent: their pairs as plain rows, by ref -- the pair's columns the digest shows and its two people's."""
     t = Pair.__table__  # type: ignore[attr-defined]
     people = Person.__table__  # type: ignore[attr-defined]
     mentor, mentee = people.alias("mentor"), people.alias("mentee")
     query = (
         core_select(
             t.c.id,
+            t.c.referent_id,
             t.c.ref,
             t.c.state,
             t.c.matched_on,
@@ -66,139 +83,205 @@ def _pairs_of(session: Session, referent_id: int) -> list[Any]:
         )  # fmt: skip
         .join(mentor, mentor.c.id == t.c.mentor_id)
         .join(mentee, mentee.c.id == t.c.mentee_id)
-        .where(t.c.referent_id == referent_id)
-        .order_by(t.c.ref)
+        .where(t.c.referent_id.in_(referent_ids))
+        .order_by(t.c.referent_id, t.c.ref)
     )
-    return list(session.connection().execute(query))
+    out: dict[int, list[Any]] = {rid: [] for rid in referent_ids}
+    for row in session.connection().execute(query):
+        out[row.referent_id].append(row)
+    return out
 
 
 def _pair_facts(pair: Any, intro: datetime | None, policy: Policy) -> PairFacts:
+    # unpacked once: 100,000 pairs per run, and a Row's attribute access costs more than a tuple's
+    _, _, ref, state, matched_on, paused_until, mentor_name, mentor_phone, mentor_bounced, mentee_name, mentee_phone, mentee_bounced = pair
     return PairFacts(
-        ref=pair.ref, state=State(pair.state), matched_on=pair.matched_on,
-        mentor=PersonFacts(first_name=pair.mentor_first_name, phone=pair.mentor_phone, bounced=pair.mentor_bounced),
-        mentee=PersonFacts(first_name=pair.mentee_first_name, phone=pair.mentee_phone, bounced=pair.mentee_bounced),
-        paused_until=pair.paused_until, intro_on=local_date(intro, policy) if intro else None,
+        ref, _STATES[state], matched_on, PersonFacts(mentor_name, mentor_phone, mentor_bounced),
+        PersonFacts(mentee_name, mentee_phone, mentee_bounced), paused_until, local_date(intro, policy) if intro else None,
     )  # fmt: skip
 
 
-def _intros(session: Session, referent_id: int) -> dict[int, datetime]:
-    """Per pair: when its first introduction was queued.
+def _intros(session: Session, referent_ids: Sequence[int]) -> dict[int, datetime]:
+    """Per pair awaiting its first contact: when its first introduction was queued.
 
-    Grouped in SQL over the referent's pairs: one row per pair, not its whole log.
+    Only those pairs' lines show it (first contact overdue); grouped in SQL, one row per pair.
     """
     t = PairEvent.__table__  # type: ignore[attr-defined]
-    pairs = Pair.__table__  # type: ignore[attr-defined]
-    own = t.c.pair_id.in_(select(pairs.c.id).where(pairs.c.referent_id == referent_id))
+    own = t.c.pair_id.in_(_own_pairs(referent_ids, State.AWAITING_FIRST_CONTACT.value))
     is_intro = and_(t.c.kind == EventKind.EMAIL_QUEUED.value, t.c.email_kind == EmailKind.INTRODUCTION.value)
     grouped = select(t.c.pair_id.label("pair_id"), func.min(t.c.id).label("intro_id")).where(own, is_intro).group_by(t.c.pair_id).subquery()
     rows = session.connection().execute(select(grouped.c.pair_id, t.c.at).join(t, t.c.id == grouped.c.intro_id))
     return {row.pair_id: row.at for row in rows}
 
 
-def _review_excerpt(session: Session, flag: Flag, events: list[PairEvent]) -> str:
-    """The text of the reply that raised a review flag -- never of a support_needed reply."""
-    raised = [e for e in events if e.kind == EventKind.FLAG_RAISED.value and e.flag == flag.kind and e.who == flag.who]
-    if not raised:
-        return ""
-    last_raise = raised[-1].id or 0
-    replies = [e for e in events if e.kind == EventKind.REPLY.value and e.who == flag.who and (e.id or 0) < last_raise]
-    if not replies or replies[-1].inbound_id is None or replies[-1].intent == Intent.SUPPORT_NEEDED.value:
-        return ""
-    message = session.get(InboundMessage, replies[-1].inbound_id)
-    if message is None or message.intent == Intent.SUPPORT_NEEDED.value:
-        return ""
-    return message.text[:2000]
+def _open_flags(session: Session, referent_ids: Sequence[int]) -> list[Any]:
+    """The open flags of these referents' pairs, as plain rows, in the order they were raised."""
+    f = Flag.__table__  # type: ignore[attr-defined]
+    query = core_select(f.c.id, f.c.pair_id, f.c.kind, f.c.who, f.c.reason, f.c.since, f.c.attempt)
+    query = query.where(f.c.is_open == True, f.c.pair_id.in_(_own_pairs(referent_ids)))  # noqa: E712
+    return list(session.connection().execute(query.order_by(f.c.id)))
 
 
-def _review_logs(session: Session, pair_ids: list[int]) -> dict[int, list[Any]]:
+def _review_logs(session: Session, referent_ids: Sequence[int]) -> dict[int, list[Any]]:
     """For the pairs with an open review flag: their flag_raised and reply events (what the excerpt needs), in order."""
-    out: dict[int, list[Any]] = {pid: [] for pid in pair_ids}
-    if not pair_ids:
-        return out
-    t = PairEvent.__table__  # type: ignore[attr-defined]
+    f, t = Flag.__table__, PairEvent.__table__  # type: ignore[attr-defined]
+    reviewed = core_select(f.c.pair_id).where(f.c.is_open == True, f.c.kind == FlagKind.REVIEW.value)  # noqa: E712
+    reviewed = reviewed.where(f.c.pair_id.in_(_own_pairs(referent_ids)))
     kinds = (EventKind.FLAG_RAISED.value, EventKind.REPLY.value)
     query = core_select(t.c.id, t.c.pair_id, t.c.kind, t.c.who, t.c.flag, t.c.intent, t.c.inbound_id)
-    for row in session.connection().execute(query.where(t.c.pair_id.in_(pair_ids), t.c.kind.in_(kinds)).order_by(t.c.id)):
-        out[row.pair_id].append(row)
+    out: dict[int, list[Any]] = {}
+    for row in session.connection().execute(query.where(t.c.pair_id.in_(reviewed), t.c.kind.in_(kinds)).order_by(t.c.id)):
+        out.setdefault(row.pair_id, []).append(row)
     return out
 
 
-def _flag_facts(session: Session, flag: Flag, ref: str, events: list[PairEvent]) -> FlagFacts:
-    excerpt = _review_excerpt(session, flag, events) if flag.kind == FlagKind.REVIEW.value else ""
+def _excerpt_source(flag: Any, events: Sequence[Any]) -> int | None:
+    """The inbound message of the reply that raised a review flag -- never of a support_needed reply."""
+    raised = [e for e in events if e.kind == EventKind.FLAG_RAISED.value and e.flag == flag.kind and e.who == flag.who]
+    if not raised:
+        return None
+    last_raise = raised[-1].id or 0
+    replies = [e for e in events if e.kind == EventKind.REPLY.value and e.who == flag.who and (e.id or 0) < last_raise]
+    if not replies or replies[-1].inbound_id is None or replies[-1].intent == Intent.SUPPORT_NEEDED.value:
+        return None
+    return int(replies[-1].inbound_id)
+
+
+def _excerpts(session: Session, flags: Sequence[Any], logs: Mapping[int, list[Any]]) -> dict[int, str]:
+    """Per open review flag (by id): the text of the reply that raised it, when there is one to show."""
+    sources = {f.id: _excerpt_source(f, logs.get(f.pair_id, [])) for f in flags if f.kind == FlagKind.REVIEW.value}
+    wanted = sorted({m for m in sources.values() if m is not None})
+    i = InboundMessage.__table__  # type: ignore[attr-defined]
+    texts: dict[int, str] = {}
+    for start in range(0, len(wanted), 1000):
+        query = core_select(i.c.id, i.c.intent, i.c.text).where(i.c.id.in_(wanted[start : start + 1000]))
+        texts.update((m.id, m.text[:2000]) for m in session.connection().execute(query) if m.intent != Intent.SUPPORT_NEEDED.value)
+    return {fid: texts.get(mid, "") for fid, mid in sources.items() if mid is not None}
+
+
+def _flag_facts(flag: Any, ref: str, excerpt: str) -> FlagFacts:
     return FlagFacts(
         ref=ref, kind=FlagKind(flag.kind), who=Role(flag.who) if flag.who else None, reason=flag.reason,
         since=flag.since, attempt=flag.attempt, excerpt=excerpt,
     )  # fmt: skip
 
 
-def _previous_digest_at(session: Session, referent_id: int, now: datetime) -> datetime | None:
-    return session.exec(
-        select(func.max(OutboxMessage.created_at)).where(
-            OutboxMessage.kind == EmailKind.DIGEST.value,
-            OutboxMessage.person_id == referent_id,
-            col(OutboxMessage.created_at) < now,
-        )  # fmt: skip
-    ).one()
+def _previous_digests(session: Session, referent_ids: Sequence[int], now: datetime) -> dict[int, datetime]:
+    """Per referent: when their previous digest (before `now`) was queued; absent when there was none."""
+    o = OutboxMessage.__table__  # type: ignore[attr-defined]
+    query = core_select(o.c.person_id, func.max(o.c.created_at).label("at")).where(
+        o.c.kind == EmailKind.DIGEST.value, o.c.person_id.in_(referent_ids), o.c.created_at < now
+    )
+    return {row.person_id: row.at for row in session.connection().execute(query.group_by(o.c.person_id)) if row.at is not None}
 
 
-def _acks(session: Session, referent_id: int, since: datetime | None) -> list[Ack]:
-    query = select(AuditEvent).where(AuditEvent.action == AUDIT_ACTION)
-    if since is not None:
-        query = query.where(col(AuditEvent.at) > since)
-    out = []
-    for row in session.exec(query.order_by(col(AuditEvent.id))):
+def _acks(session: Session, since: Mapping[int, datetime | None]) -> dict[int, list[Ack]]:
+    """Per referent: their commands recorded after `since[referent]` (all of them when None), from the audit log."""
+    a = AuditEvent.__table__  # type: ignore[attr-defined]
+    query = core_select(a.c.at, a.c.detail).where(a.c.action == AUDIT_ACTION)
+    known = [s for s in since.values() if s is not None]
+    if len(known) == len(since) and known:
+        query = query.where(a.c.at > min(known))
+    out: dict[int, list[Ack]] = {rid: [] for rid in since}
+    for row in session.connection().execute(query.order_by(a.c.id)):
         d = json.loads(row.detail or "{}")
-        if d.get("referent_id") == referent_id:
-            out.append(Ack(row.at, d.get("command", ""), d.get("outcome", ""), d.get("pair_ref", ""), d.get("line", "")))
+        rid = d.get("referent_id")
+        if not isinstance(rid, int) or rid not in since:
+            continue
+        after = since[rid]
+        if after is None or row.at > after:
+            out[rid].append(Ack(row.at, d.get("command", ""), d.get("outcome", ""), d.get("pair_ref", ""), d.get("line", "")))
     return out
 
 
-def _availability(session: Session, pairs: list[Any], since: datetime) -> list[Availability]:
-    """Mentors of closed or ended pairs who replied `available` after `since` (recent replies only are read)."""
-    ended = [p for p in pairs if p.state in (State.CLOSED.value, State.ENDED_NO_CONTACT.value) and p.id is not None]
-    if not ended:
-        return []
-    table = PairEvent.__table__  # type: ignore[attr-defined]
+def _available_replies(session: Session, referent_ids: Sequence[int], since: datetime) -> dict[int, list[datetime]]:
+    """Per closed or ended pair: when its mentor replied `available` after `since` (recent replies only are read)."""
+    t = PairEvent.__table__  # type: ignore[attr-defined]
     wanted = (
-        table.c.pair_id.in_([p.id for p in ended]),
-        table.c.kind == EventKind.REPLY.value,
-        table.c.intent == Intent.AVAILABLE.value,
-        table.c.who == Role.MENTOR.value,
-        table.c.at > since,
+        t.c.pair_id.in_(_own_pairs(referent_ids, *_ENDED)),
+        t.c.kind == EventKind.REPLY.value,
+        t.c.intent == Intent.AVAILABLE.value,
+        t.c.who == Role.MENTOR.value,
+        t.c.at > since,
     )
-    rows = session.connection().execute(select(table.c.pair_id, table.c.at).where(*wanted).order_by(table.c.id))
     by_pair: dict[int, list[datetime]] = {}
-    for row in rows:
-        if row.at > since:  # the same comparison as in SQL, on the decoded (aware) value
-            by_pair.setdefault(row.pair_id, []).append(row.at)
-    return [Availability(p.ref, p.mentor_first_name, at) for p in ended for at in by_pair.get(p.id or 0, [])]
+    for row in session.connection().execute(select(t.c.pair_id, t.c.at).where(*wanted).order_by(t.c.id)):
+        by_pair.setdefault(row.pair_id, []).append(row.at)
+    return by_pair
+
+
+def _availability(pairs: Sequence[Any], replies: Mapping[int, list[datetime]], since: datetime) -> list[Availability]:
+    """Mentors of this referent's closed or ended pairs who replied `available` after `since`."""
+    ended = [p for p in pairs if p.state in _ENDED]
+    # the same comparison as in SQL, on the decoded (aware) value: each referent has their own `since`
+    return [Availability(p.ref, p.mentor_first_name, at) for p in ended for at in replies.get(p.id, []) if at > since]
+
+
+@dataclass(frozen=True)
+class _Gathered:
+    """What the queries read for a group of referents (plain rows), before it is split per referent."""
+
+    pairs: Mapping[int, list[Any]]
+    intros: Mapping[int, datetime]
+    flags: Sequence[Any]
+    excerpts: Mapping[int, str]
+    previous: Mapping[int, datetime]
+    available: Mapping[int, list[datetime]]
+    acks: Mapping[int, list[Ack]]
+
+
+def _read(session: Session, referent_ids: Sequence[int], now: datetime) -> _Gathered:
+    previous = _previous_digests(session, referent_ids, now)
+    oldest = min((previous.get(rid) or now - timedelta(days=7) for rid in referent_ids), default=now)
+    flags = _open_flags(session, referent_ids)
+    return _Gathered(
+        pairs=_pairs_of(session, referent_ids),
+        intros=_intros(session, referent_ids),
+        flags=flags,
+        excerpts=_excerpts(session, flags, _review_logs(session, referent_ids)),
+        previous=previous,
+        available=_available_replies(session, referent_ids, oldest),
+        acks=_acks(session, {rid: previous.get(rid) for rid in referent_ids}),
+    )
+
+
+def gather_many(session: Session, referents: Sequence[Person], now: datetime, policy: Policy) -> dict[int, DigestInput]:
+    """Everything the digests of `referents` show, by referent id, read in a few set-based queries.
+
+    Only what the digests show is read (grouped queries, plain rows): the referents' pairs and
+    people, the first introduction of pairs awaiting first contact, the open flags and, for the few
+    pairs with an open review flag, their flag/reply events (for the excerpt), the `available`
+    replies of ended pairs since each referent's previous digest, their commands since then --
+    never every event of every pair.
+    """
+    ids = [r.id for r in referents if r.id is not None]
+    got = _read(session, ids, now)
+    owner = {p.id: (rid, p.ref) for rid, rows in got.pairs.items() for p in rows}
+    flags: dict[int, list[FlagFacts]] = {rid: [] for rid in ids}
+    for f in got.flags:
+        if f.pair_id not in owner:  # a pair added between two of the reads: in the next digest
+            continue
+        rid, ref = owner[f.pair_id]
+        flags[rid].append(_flag_facts(f, ref, got.excerpts.get(f.id, "")))
+    out = {}
+    for r in referents:
+        if r.id is None:
+            continue
+        pairs = got.pairs[r.id]
+        out[r.id] = DigestInput(
+            language=r.language,
+            pairs=[_pair_facts(p, got.intros.get(p.id), policy) for p in pairs],
+            flags=flags[r.id],
+            available=_availability(pairs, got.available, got.previous.get(r.id) or now - timedelta(days=7)),
+            acks=got.acks[r.id],
+        )
+    return out
 
 
 def gather(session: Session, referent: Person, now: datetime, policy: Policy) -> DigestInput:
-    """Everything the digest of `referent` shows, read from their own pairs only.
-
-    Only what the digest shows is read (grouped queries, plain rows): per pair its first
-    introduction and whether a checkpoint went, the `available` replies of ended pairs since the
-    previous digest, the open flags, and the flag/reply events of the few pairs with an open review
-    flag (for the excerpt) -- never every event of every pair.
-    """
+    """Everything the digest of `referent` shows (`gather_many` for one referent)."""
     assert referent.id is not None
-    pairs = _pairs_of(session, referent.id)
-    ids = [p.id for p in pairs]
-    intros = _intros(session, referent.id)
-    refs = {p.id: p.ref for p in pairs}
-    open_ = open_flags(session, ids)
-    reviewed = sorted({f.pair_id for f in open_ if f.kind == FlagKind.REVIEW.value})
-    logs = _review_logs(session, reviewed)
-    flags = [_flag_facts(session, f, refs[f.pair_id], logs.get(f.pair_id, [])) for f in open_]
-    previous = _previous_digest_at(session, referent.id, now)
-    return DigestInput(
-        language=referent.language,
-        pairs=[_pair_facts(p, intros.get(p.id), policy) for p in pairs],
-        flags=flags,
-        available=_availability(session, pairs, previous or now - timedelta(days=7)),
-        acks=_acks(session, referent.id, previous),
-    )
+    return gather_many(session, [referent], now, policy)[referent.id]
 
 
 def referents_due(session: Session) -> list[Person]:
@@ -224,36 +307,41 @@ def queue_digests(engine: Engine, settings: Settings, now: datetime) -> int:
     """Queue today's digest for every referent who has none yet. Returns how many were queued."""
     if not digest_is_due(now, settings):
         return 0
-    policy = settings.policy()
-    today = local_date(now, policy)
+    today = local_date(now, settings.policy())
     with Session(engine) as session:
-        referent_ids = [p.id for p in referents_due(session) if p.id is not None]
+        referents = referents_due(session)
     queued = 0
-    for rid in referent_ids:
-        try:
-            queued += _queue_one(engine, settings, rid, today, now)
-        except IntegrityError:  # another instance queued it between our check and insert: exactly once
-            continue
+    for start in range(0, len(referents), GATHER_REFERENTS):
+        queued += _queue_group(engine, settings, referents[start : start + GATHER_REFERENTS], today, now)
     if queued:
         log.info("digests queued", extra={"action": "digests_queued", "count": queued})
     return queued
 
 
-def _queue_one(engine: Engine, settings: Settings, referent_id: int, today: Any, now: datetime) -> int:
+def _queue_group(engine: Engine, settings: Settings, referents: Sequence[Person], today: Any, now: datetime) -> int:
+    """Gather a group of referents' digests at once, then queue each one in its own short transaction."""
     from mailflow.service import outgoing
 
-    key = digest_key(referent_id, today)
-    with session_scope(engine) as session:
-        if session.exec(select(OutboxMessage.id).where(OutboxMessage.idem_key == key)).first() is not None:
-            return 0
-        referent = session.get(Person, referent_id)
-        assert referent is not None
-        digest = build_digest(gather(session, referent, now, settings.policy()), now, settings.policy())
-        inserted = queue_email(
-            session, key=key, pair_id=None, person_id=referent_id, to_address=referent.email, kind=EmailKind.DIGEST,
-            role=Role.REFERENT, slot=today.isoformat(), now=now, outgoing=outgoing(settings), payload=digest.payload(),
-        )  # fmt: skip
-        return int(inserted)
+    policy = settings.policy()
+    o = OutboxMessage.__table__  # type: ignore[attr-defined]
+    keys = {r.id: digest_key(r.id, today) for r in referents if r.id is not None}
+    with Session(engine) as session:
+        done = set(session.connection().execute(core_select(o.c.idem_key).where(o.c.idem_key.in_(list(keys.values())))).scalars())
+        todo = [r for r in referents if r.id in keys and keys[r.id] not in done]
+        inputs = gather_many(session, todo, now, policy) if todo else {}
+    queued = 0
+    for r in todo:
+        assert r.id is not None
+        payload = build_digest(inputs[r.id], now, policy).payload()
+        try:
+            with session_scope(engine) as session:
+                queued += queue_email(
+                    session, key=keys[r.id], pair_id=None, person_id=r.id, to_address=r.email, kind=EmailKind.DIGEST,
+                    role=Role.REFERENT, slot=today.isoformat(), now=now, outgoing=outgoing(settings), payload=payload,
+                )  # fmt: skip
+        except IntegrityError:  # another instance queued it between our check and insert: exactly once
+            continue
+    return queued
 
 
 def build_for(engine: Engine, settings: Settings, referent_email: str, now: datetime) -> tuple[Person, Digest]:

@@ -233,10 +233,7 @@ class _Ctx:
     policy: Policy
     now: datetime
     pairs: Mapping[str, PairFacts]
-
-    @property
-    def today(self) -> date:
-        return local_date(self.now, self.policy)
+    today: date  # local_date(now): read once per pair in several sections
 
     def t(self, key: str, **values: Any) -> str:
         return L[self.lang][key].format(**values)
@@ -318,8 +315,10 @@ def _checkpoints(c: _Ctx) -> list[str]:
     out = []
     horizon = c.today + timedelta(days=CHECKPOINT_HORIZON_DAYS)
     for p in sorted(c.pairs.values(), key=lambda p: p.ref):
+        if p.state is not State.ACTIVE:
+            continue
         day = add_months(p.matched_on, c.policy.checkpoint_months)
-        if p.state is State.ACTIVE and c.today <= day < horizon:
+        if c.today <= day < horizon:
             out.append(c.t("checkpoint_item", ref=p.ref, mentor=p.mentor.first_name, mentee=p.mentee.first_name,
                            day=c.d(day)))  # fmt: skip
     return out
@@ -370,7 +369,7 @@ def build_digest(inp: DigestInput, now: datetime, policy: Policy) -> Digest:
     """The digest of one referent at `now`: sections in the order of urgency, counts, the command syntax."""
     lang = _lang(inp.language)
     pairs = {p.ref: p for p in inp.pairs}
-    c = _Ctx(lang, policy, now, pairs)
+    c = _Ctx(lang, policy, now, pairs, local_date(now, policy))
     flags = [f for f in inp.flags if f.ref in pairs]  # only the referent's own pairs, whatever the caller passed
     acks, unknown = _acks(c, inp.acks)
     parts = [
