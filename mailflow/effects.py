@@ -15,6 +15,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.orm.attributes import set_committed_value
@@ -25,7 +26,7 @@ from mailflow.core.lifecycle import decide
 from mailflow.core.model import Decision, EmailKind, Event, EventKind, RaiseFlag, Role, SendEmail
 from mailflow.core.policy import Policy
 from mailflow.render import make_message_id
-from mailflow.store import apply_flag_action, as_read_back, event_logs, event_values, insert_events, pair_view, people_by_id
+from mailflow.store import apply_flag_action, as_read_back, event_logs, event_values, insert_events, pair_view, people_by_id, update_pair
 
 
 class ConcurrentUpdate(Exception):
@@ -138,11 +139,13 @@ def _cas_state(session: Session, pair: Pair, new_state: str, now: datetime) -> N
 def advance(
     session: Session, pair: Pair, now: datetime, policy: Policy, outgoing: Outgoing, new_events: Sequence[Event] = (),
     inbound_id: int | None = None, *, log: list[Event] | None = None, people: Mapping[int, Person] | None = None,
+    pair_values: Mapping[str, Any] | None = None,
 ) -> Decision:  # fmt: skip
     """Append `new_events`, then decide once (decide settles the pass itself) and record what it asks.
 
     `log` is the pair's log so far when the caller already holds it (the inbox reads a chunk's logs in one
     query); it is extended in place with every event written here. `people`: the pair's members by id.
+    `pair_values`: other columns of the pair to write with next_due_at (one UPDATE).
     Returns the final state and next due time, with every action recorded in this call.
     """
     assert pair.id is not None
@@ -162,6 +165,5 @@ def advance(
         log.extend(as_read_back(row) for row in recorded)
         rows += recorded
     insert_events(session, rows)
-    pair.next_due_at = decision.next_due_at
-    session.add(pair)
+    update_pair(session, pair, **{**(pair_values or {}), "next_due_at": decision.next_due_at})
     return decision

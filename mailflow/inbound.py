@@ -328,11 +328,20 @@ class InboxProcessor:
         if event.kind is EventKind.BOUNCE and event.data.get("permanent") == "true":
             person.bounced = True
             session.add(person)
-        if event.kind is EventKind.REPLY:
-            pair.last_reply_at = now
         assert pair.id is not None
-        log_so_far, people = chunk.log(pair.id), chunk.people(pair)
-        advance(session, pair, now, self.policy, self.outgoing, [event], inbound_id=inbound_id, log=log_so_far, people=people)
+        touched = {"last_reply_at": now} if event.kind is EventKind.REPLY else {}
+        advance(
+            session,
+            pair,
+            now,
+            self.policy,
+            self.outgoing,
+            [event],
+            inbound_id,
+            log=chunk.log(pair.id),
+            people=chunk.people(pair),
+            pair_values=touched,
+        )
         return "processed", None
 
     def _sender_ok(self, parsed: ParsedMessage, target: Target, person: Person) -> bool:
@@ -392,7 +401,9 @@ class InboxProcessor:
         return Outcome(self.folders["quarantine"], "quarantine")
 
 
+_INSERT_INBOUND = insert(InboundMessage.__table__)  # type: ignore[attr-defined]
+
+
 def _insert(session: Session, record: dict[str, Any]) -> int:
-    table = InboundMessage.__table__  # type: ignore[attr-defined]
-    record["id"] = int(session.connection().execute(insert(table).values(**record)).inserted_primary_key[0])
+    record["id"] = int(session.connection().execute(_INSERT_INBOUND, record).inserted_primary_key[0])
     return int(record["id"])

@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import func, insert
+from sqlalchemy import case, func, insert, update
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
 from mailflow.adapters.tables import Flag, Pair, PairEvent, Person
@@ -40,17 +41,26 @@ def pair_view(pair: Pair, people: dict[int, Person]) -> PairView:
 
 def to_event(row: Any) -> Event:
     """A pair_events row (ORM object or Core row) as the core's event."""
+    data = row.data
     return Event(
-        kind=EventKind(row.kind),
+        kind=_EVENT_KINDS[row.kind],
         at=row.at,
-        who=Role(row.who) if row.who else None,
-        intent=Intent(row.intent) if row.intent else None,
-        email_kind=EmailKind(row.email_kind) if row.email_kind else None,
+        who=_ROLES[row.who] if row.who else None,
+        intent=_INTENTS[row.intent] if row.intent else None,
+        email_kind=_EMAIL_KINDS[row.email_kind] if row.email_kind else None,
         slot=row.slot,
-        flag=FlagKind(row.flag) if row.flag else None,
+        flag=_FLAG_KINDS[row.flag] if row.flag else None,
         reason=row.reason,
-        data=json.loads(row.data or "{}"),
+        data=json.loads(data) if data and data != "{}" else {},
     )
+
+
+# value -> member: a dict lookup instead of an Enum call per column of every event read (logs are read whole)
+_EVENT_KINDS = {m.value: m for m in EventKind}
+_ROLES = {m.value: m for m in Role}
+_INTENTS = {m.value: m for m in Intent}
+_EMAIL_KINDS = {m.value: m for m in EmailKind}
+_FLAG_KINDS = {m.value: m for m in FlagKind}
 
 
 def event_values(pair_id: int, event: Event, inbound_id: int | None = None) -> dict[str, Any]:
@@ -137,25 +147,24 @@ def open_flags(session: Session, pair_ids: Sequence[int] | None = None) -> list[
 def apply_flag_action(session: Session, pair_id: int, action: RaiseFlag | ClearFlag, now: datetime) -> None:
     """Keep the flags table (a projection of the flag events) in step with the event log."""
     who = action.who.value if action.who else None
-    current = session.exec(
-        select(Flag).where(Flag.pair_id == pair_id, Flag.kind == action.kind.value, Flag.who == who, Flag.is_open == True)  # noqa: E712
-    ).first()
-    if isinstance(action, RaiseFlag):
-        if current is None:
-            attempt = 1 + (
-                session.exec(
-                    select(func.count())
-                    .select_from(Flag)
-                    .where(Flag.pair_id == pair_id, Flag.kind == action.kind.value, Flag.who == who)
-                ).one()
-            )
-            session.add(Flag(pair_id=pair_id, kind=action.kind.value, who=who, reason=action.reason, since=now, attempt=attempt))
+    same = (Flag.pair_id == pair_id, Flag.kind == action.kind.value, Flag.who == who)
+    if isinstance(action, ClearFlag):  # at most one is open per (pair, kind, who); objects in the session follow
+        values = {"is_open": False, "closed_at": now, "closed_reason": action.reason}
+        session.execute(update(Flag).where(*same, Flag.is_open == True).values(**values))  # type: ignore[call-overload]  # noqa: E712
         return
-    if current is not None:
-        current.is_open = False
-        current.closed_at = now
-        current.closed_reason = action.reason
-        session.add(current)
+    is_open = case((Flag.is_open == True, 1), else_=0)  # type: ignore[arg-type]  # noqa: E712
+    flagged, now_open = session.exec(select(func.count(), func.coalesce(func.sum(is_open), 0)).select_from(Flag).where(*same)).one()
+    if not now_open:
+        values = {"pair_id": pair_id, "kind": action.kind.value, "who": who, "reason": action.reason, "since": now, "is_open": True,
+                  "closed_at": None, "closed_reason": None, "attempt": 1 + flagged, "note": ""}  # fmt: skip
+        session.connection().execute(insert(Flag.__table__).values(**values))  # type: ignore[attr-defined]
+
+
+def update_pair(session: Session, pair: Pair, **values: Any) -> None:
+    """Write columns of the pair's row at once (Core) and set them on the object without marking it changed."""
+    session.connection().execute(update(Pair).where(Pair.id == pair.id).values(**values))  # type: ignore[arg-type]
+    for name, value in values.items():
+        set_committed_value(pair, name, value)
 
 
 def flag_json(flag: Flag) -> dict[str, Any]:
