@@ -10,6 +10,7 @@ throwaway instances on free loopback ports (tests/support); nothing on the machi
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import resource
 import shutil
@@ -94,7 +95,7 @@ def run(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = s
     t_start = time.perf_counter()
 
     def log(msg: str) -> None:
-        print(f"[{time.perf_counter() - t_start:7.1f}s] {msg}", file=err, flush=True)
+        print(f"[{time.perf_counter() - t_start:7.1f}s] {msg}  (rss {_rss_mb():.0f} MB, peak {_peak_rss_mb():.0f} MB)", file=err, flush=True)
 
     def emit(fig: F.Figure) -> None:
         results[f"{fig.name}.{fig.db}"] = fig
@@ -122,9 +123,8 @@ def run(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = s
             dovecot.start()
         print(f"# mailflow benchmark: pairs={args.pairs} (and {args.small}), due={args.due}, referents={args.referents}, "
               f"repeat={args.repeat}, db={','.join(dbs)}", file=out, flush=True)  # fmt: skip
-        for db in dbs:
-            _one_database(db, args, only, stack, workdir, sink_port, dovecot, log, emit, ratios)
-    ratios["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        _all_databases(dbs, args, only, stack, workdir, sink_port, dovecot, log, emit, ratios)
+    ratios["peak_rss_mb"] = _peak_rss_mb()
     results["peak_rss_mb"] = ratios["peak_rss_mb"]
     print(f"{'all':<10} {'peak_rss_mb':<24} {ratios['peak_rss_mb']:10.1f} MB  (ru_maxrss of this process: generator, mailflow "
           "and the raw clients; Dovecot, PostgreSQL and the sink are other processes)", file=out)  # fmt: skip
@@ -133,6 +133,18 @@ def run(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = s
         print(f"ratio {name}={value:.3f}{_verdict(name, value)}", file=out, flush=True)
     results["ratios"] = ratios
     return results
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _rss_mb() -> float:
+    """Resident set size now (Linux /proc; the peak where it is unavailable)."""
+    try:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize() / 2**20
+    except (OSError, IndexError, ValueError):
+        return _peak_rss_mb()
 
 
 def _verdict(name: str, value: float) -> str:
@@ -144,53 +156,75 @@ def _verdict(name: str, value: float) -> str:
     return f"  (target {op} {target}: {'met' if ok else 'NOT met'})"
 
 
-def _one_database(db: str, args: argparse.Namespace, only: set[str], stack: ExitStack, workdir: Path, sink_port: int,
-                  dovecot: Any, log: Callable[[str], None], emit: Callable[[F.Figure], None], ratios: dict[str, float]) -> None:  # fmt: skip
+@contextmanager
+def _programme(dbs: list[str], name: str, pairs: int, args: argparse.Namespace, stack: ExitStack, workdir: Path, sink_port: int,
+               dovecot: Any, log: Callable[[str], None]) -> Iterator[tuple[dict[str, tuple[Any, Any]], Any]]:  # fmt: skip
+    """One programme of `pairs` pairs in every database: {db: (engine, settings)} and the Programme.
+
+    The generator computes the rows once and writes them into all the databases (the same ids,
+    so the same Programme): with --db both, half the generation time.
+    """
     from mailflow.adapters.db import make_engine, migrate
 
-    def build(name: str, pairs: int, url: str) -> tuple[Any, Any, Any]:
-        imap = None
-        if dovecot is not None:
-            user, password = dovecot.new_user()
-            imap = (dovecot.host, dovecot.imap_port, user, password)
-        settings = F.bench_settings(url, smtp_port=sink_port, connections=args.connections, imap=imap)
-        engine = make_engine(url)
-        migrate(engine)
-        spec = Spec(pairs=pairs, due=args.due, referents=args.referents)
-        prog = F.timed(f"{db}: generate {pairs} pairs", lambda: generate(engine, spec, settings.policy()), log)
-        log(f"{db}: rows {prog.rows}")
-        return engine, settings, prog
+    with ExitStack() as local:
+        built = {}
+        for db in dbs:
+            url = local.enter_context(_database(db, stack, workdir, f"{name}_{pairs}"))
+            imap = None
+            if dovecot is not None:
+                user, password = dovecot.new_user()
+                imap = (dovecot.host, dovecot.imap_port, user, password)
+            engine = make_engine(url)
+            local.callback(engine.dispose)  # before the database is dropped (LIFO)
+            migrate(engine)
+            built[db] = (engine, F.bench_settings(url, smtp_port=sink_port, connections=args.connections, imap=imap))
+        spec = Spec(pairs=pairs, due=args.due, referents=args.referents, active_kept=max(args.send, args.replies))
+        policy = next(iter(built.values()))[1].policy()
+        engines = [engine for engine, _ in built.values()]
+        prog = F.timed(f"{','.join(dbs)}: generate {pairs} pairs", lambda: generate(engines, spec, policy), log)
+        log(f"rows {prog.rows} (each database)")
+        yield built, prog
 
-    small_fig = None
+
+def _all_databases(dbs: list[str], args: argparse.Namespace, only: set[str], stack: ExitStack, workdir: Path, sink_port: int,
+                   dovecot: Any, log: Callable[[str], None], emit: Callable[[F.Figure], None], ratios: dict[str, float]) -> None:  # fmt: skip
+    where = (args, stack, workdir, sink_port, dovecot, log)
+    small_figs: dict[str, F.Figure] = {}
     if "pass" in only:
-        with _database(db, stack, workdir, f"small_{args.small}") as url:
-            engine, settings, prog = build("small", args.small, url)
-            small_fig = F.timed(f"{db}: pass x{args.repeat} (N={args.small})", lambda: F.lifecycle_pass(engine, prog, settings, args.repeat, db), log)
-            emit(small_fig)
-            engine.dispose()
-    with _database(db, stack, workdir, f"large_{args.pairs}") as url:
-        engine, settings, prog = build("large", args.pairs, url)
-        if "pass" in only:
-            fig = F.timed(f"{db}: pass x{args.repeat} (N={args.pairs})", lambda: F.lifecycle_pass(engine, prog, settings, args.repeat, db), log)
+        with _programme(dbs, "small", args.small, *where) as (built, prog):
+            for db, (engine, settings) in built.items():
+                small_figs[db] = F.timed(f"{db}: pass x{args.repeat} (N={args.small})",
+                                         functools.partial(F.lifecycle_pass, engine, prog, settings, args.repeat, db), log)  # fmt: skip
+                emit(small_figs[db])
+    with _programme(dbs, "large", args.pairs, *where) as (built, prog):
+        for db, (engine, settings) in built.items():
+            _figures(db, engine, settings, prog, args, only, small_figs.get(db), log, emit, ratios)
+            engine.dispose()  # its pooled connections are not needed by the next database's figures
+
+
+def _figures(db: str, engine: Any, settings: Any, prog: Any, args: argparse.Namespace, only: set[str], small_fig: F.Figure | None,
+             log: Callable[[str], None], emit: Callable[[F.Figure], None], ratios: dict[str, float]) -> None:  # fmt: skip
+    """The figures of one database on the large programme."""
+    if "pass" in only:
+        fig = F.timed(f"{db}: pass x{args.repeat} (N={args.pairs})", lambda: F.lifecycle_pass(engine, prog, settings, args.repeat, db), log)
+        emit(fig)
+        assert small_fig is not None
+        ratios[f"pass_scaling_{db}"] = fig.median / small_fig.median
+    if "send" in only:
+        figs = F.timed(f"{db}: send x{args.repeat}", lambda: F.send(engine, prog, settings, args.send, args.repeat, db), log)
+        for fig in figs:
             emit(fig)
-            assert small_fig is not None
-            ratios[f"pass_scaling_{db}"] = fig.median / small_fig.median
-        if "send" in only:
-            figs = F.timed(f"{db}: send x{args.repeat}", lambda: F.send(engine, prog, settings, args.send, args.repeat, db), log)
-            for fig in figs:
-                emit(fig)
-            ratios[f"send_{db}"] = figs[2].median
-        if "inbox" in only:
-            *figs, counts = F.timed(f"{db}: inbox x{args.repeat}", lambda: F.inbox(engine, prog, settings, args.replies, args.repeat, db), log)
-            log(f"{db}: inbox outcomes {counts}")
-            for fig in figs:
-                emit(fig)
-            ratios[f"inbox_{db}"] = figs[2].median
-        if "digest" in only:
-            fig = F.timed(f"{db}: digests x{args.repeat}", lambda: F.digests(engine, prog, settings, args.repeat, db), log)
+        ratios[f"send_{db}"] = figs[2].median
+    if "inbox" in only:
+        *figs, counts = F.timed(f"{db}: inbox x{args.repeat}", lambda: F.inbox(engine, prog, settings, args.replies, args.repeat, db), log)
+        log(f"{db}: inbox outcomes {counts}")
+        for fig in figs:
             emit(fig)
-            ratios[f"digest_s_{db}"] = fig.median
-        engine.dispose()
+        ratios[f"inbox_{db}"] = figs[2].median
+    if "digest" in only:
+        fig = F.timed(f"{db}: digests x{args.repeat}", lambda: F.digests(engine, prog, settings, args.repeat, db), log)
+        emit(fig)
+        ratios[f"digest_s_{db}"] = fig.median
 
 
 def main(argv: list[str] | None = None) -> int:
