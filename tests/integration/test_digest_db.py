@@ -141,6 +141,32 @@ def test_review_excerpt_is_sanitised_and_support_text_never_shows(db_url: str) -
     assert len(excerpt) <= 160
 
 
+def test_digests_gathered_in_groups_equal_each_referent_alone(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """queue_digests reads a group of referents at once (set-based queries); each payload is that referent's own digest."""
+    import mailflow.digest as digest
+
+    settings = Settings(database=DatabaseSettings(url=db_url))
+    engine = make_engine(db_url)
+    migrate(engine)
+    rows = [pair_row(i, referent=i % 3, mentee_first_name=f"Mentee{i}x") for i in range(9)]
+    import_roster(engine, parse_roster(roster_csv(rows)), at(2026, 9, 1, 7))
+    run_pass(engine, at(2026, 9, 1), settings.policy(), outgoing(settings))
+    reply(engine, settings, "P00", Role.MENTOR, Intent.UNKNOWN, at(2026, 9, 2, 10), "Je ne comprends pas la question")
+    reply(engine, settings, "P01", Role.MENTEE, Intent.SUPPORT_NEEDED, at(2026, 9, 2, 11), "SECRET")
+    reply(engine, settings, "P05", Role.MENTEE, Intent.STOP, at(2026, 9, 2, 12))
+    monkeypatch.setattr(digest, "GATHER_REFERENTS", 2)  # 3 referents: a group of 2, then 1
+    for day, command_at in ((date(2026, 9, 3), at(2026, 9, 3, 9)), (date(2026, 9, 4), None)):
+        now = at(day.year, day.month, day.day, 8)
+        assert queue_digests(engine, settings, now) == 3
+        for k in range(3):
+            _, alone = digest.build_for(engine, settings, f"referent{k}@example.org", now)
+            assert json.loads(digest_text(engine, referent_id(engine, k), day)) == alone.payload()
+        if command_at is not None:  # acknowledged in the next digest of this referent only
+            apply_referent_reply(engine, settings, referent_id(engine, 1), "clôture P04\nbonjour", command_at)
+    payloads = {k: json.loads(digest_text(engine, referent_id(engine, k), date(2026, 9, 4))) for k in range(3)}
+    assert [k for k in range(3) if any(s["key"] == "acks" for s in payloads[k]["sections"])] == [1]
+
+
 # ---- referent commands ----
 
 
