@@ -41,6 +41,7 @@ never addresses or server text (which often quotes the address).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import ssl
@@ -52,6 +53,7 @@ from typing import Literal
 
 import aiosmtplib
 
+from mailflow.core.addresses import check_address
 from mailflow.errors import (
     DeliveryError,
     PermanentDeliveryError,
@@ -152,6 +154,32 @@ def translate_error(exc: BaseException, phase: str = "send") -> DeliveryError:
     return TransientDeliveryError(f"SMTP {phase} failed: {type(exc).__name__}")
 
 
+async def _transaction(client: aiosmtplib.SMTP, mail_from: str, rcpt_to: str, message: bytes) -> str:
+    """MAIL, RCPT, DATA for one recipient: `SMTP.sendmail` without its address parsing.
+
+    The addresses were checked by mailflow.core.addresses (plain `local@domain`, ASCII atext, no
+    whitespace or control character), so they go on the command line as they are; sendmail would
+    parse each one twice with `email.utils.parseaddr`, ~15% of the sender's CPU for our long VERP
+    addresses. The replies map to the same exceptions as sendmail's (and RSET after a refusal).
+    """
+    if client.is_ehlo_or_helo_needed:
+        await client.ehlo()
+    options = [f"SIZE={len(message)}".encode("ascii")] if client.supports_extension("size") else []
+    try:
+        reply = await client.execute_command(b"MAIL", b"FROM:<" + mail_from.encode("ascii") + b">", *options)
+        if reply.code != 250:
+            raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, mail_from)
+        reply = await client.execute_command(b"RCPT", b"TO:<" + rcpt_to.encode("ascii") + b">")
+        if reply.code not in (250, 251):
+            raise aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, rcpt_to)
+        reply = await client.data(message)
+    except aiosmtplib.SMTPResponseException:
+        with contextlib.suppress(ConnectionError, aiosmtplib.SMTPResponseException):
+            await client.rset()  # disconnected or refused: the original error is the one to report
+        raise
+    return reply.message
+
+
 class SmtpSender:
     """One reused SMTP connection; reconnects lazily when it was dropped.
 
@@ -238,7 +266,7 @@ class SmtpSender:
             if isinstance(msg, EmailMessage):
                 _, reply = await client.send_message(msg, sender=mail_from, recipients=[rcpt_to])
             else:
-                _, reply = await client.sendmail(mail_from, [rcpt_to], msg)
+                reply = await _transaction(client, check_address(mail_from), check_address(rcpt_to), msg)
         except aiosmtplib.SMTPException as exc:
             if not client.is_connected:
                 self._client = None

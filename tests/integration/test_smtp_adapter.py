@@ -64,6 +64,30 @@ async def test_send_bytes_records_envelope_and_exact_bytes(smtp_server: Recordin
     assert smtp_server.logins == ["bot"]
 
 
+@pytest.mark.parametrize(
+    ("field", "bad"),
+    [
+        ("rcpt_to", "ann@example.test>\r\nRCPT TO:<evil@example.test"),
+        ("rcpt_to", "ann@example.test> NOTIFY=NEVER"),
+        ("mail_from", "<>"),
+        ("mail_from", "bounce@example.test\nDATA"),
+        ("rcpt_to", "Ann <ann@example.test>"),
+    ],
+)
+async def test_bytes_path_refuses_unsafe_envelope_addresses_before_sending(
+    smtp_server: RecordingSMTPServer, field: str, bad: str
+) -> None:
+    """The bytes path puts the addresses on the command line as they are: they must be plain."""
+    from mailflow.core.addresses import UnsafeHeaderError
+
+    envelope = {"mail_from": "bounce+x@example.test", "rcpt_to": "ann@example.test", field: bad}
+    async with SmtpSender(config(smtp_server)) as sender:
+        with pytest.raises(UnsafeHeaderError):
+            await sender.send(RAW, **envelope)
+        await send_one(sender)  # the connection is still usable
+    assert [m.rcpt_tos for m in smtp_server.messages] == [("ann@example.test",)]
+
+
 async def test_email_message_envelope_overrides_headers_and_bcc_is_stripped(
     smtp_server: RecordingSMTPServer,
 ) -> None:
