@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import functools
 import json
+import queue
 import random
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -174,10 +176,53 @@ def _day(d: date | None) -> str | None:
     return None if d is None else d.isoformat()
 
 
+Batch = list[tuple[str, list[tuple[Any, ...]]]]  # (table, rows) of one transaction
+
+
 class _Writer:
-    """Raw DB-API bulk writes into one database: COPY on PostgreSQL, executemany in one transaction on SQLite."""
+    """Raw DB-API bulk writes into one database: COPY on PostgreSQL, executemany in one transaction on SQLite.
+
+    In a thread of its own, fed batches through a short queue: the database's work (SQLite's inserts
+    release the GIL, PostgreSQL's COPY is another process) overlaps the generation of the next batch.
+    """
 
     def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.queue: queue.Queue[Batch | None] = queue.Queue(maxsize=2)  # bounded: at most a few batches in memory
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name=f"bench-writer-{engine.dialect.name}", daemon=True)
+        self.thread.start()
+
+    def submit(self, batch: Batch | None) -> None:
+        """Queue one transaction's rows (None: finish and close)."""
+        while True:
+            if self.error is not None:
+                raise RuntimeError(f"bulk load into {self.engine.dialect.name} failed") from self.error
+            try:
+                self.queue.put(batch, timeout=1)
+                return
+            except queue.Full:
+                continue
+
+    def finish(self) -> None:
+        self.submit(None)
+        self.thread.join()
+        if self.error is not None:
+            raise RuntimeError(f"bulk load into {self.engine.dialect.name} failed") from self.error
+
+    def _run(self) -> None:
+        try:
+            self._open()
+            while (batch := self.queue.get()) is not None:
+                for table, rows in batch:
+                    self._write(table, rows)
+                self._commit()
+            self._close()
+        except BaseException as exc:  # handed to the generating thread (submit/finish raise it)
+            self.error = exc
+
+    def _open(self) -> None:
+        engine = self.engine
         self.proxy = engine.raw_connection()
         self.conn: Any = self.proxy.driver_connection
         self.pg = engine.dialect.name == "postgresql"
@@ -189,7 +234,7 @@ class _Writer:
             self.conn.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KB}")
             self.conn.execute("BEGIN")
 
-    def write(self, table: str, rows: list[tuple[Any, ...]]) -> None:
+    def _write(self, table: str, rows: list[tuple[Any, ...]]) -> None:
         if not rows:
             return
         cols = TABLES[table]
@@ -200,14 +245,14 @@ class _Writer:
         else:
             self.conn.executemany(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", rows)
 
-    def commit(self) -> None:
+    def _commit(self) -> None:
         if self.pg:
             self.conn.commit()
         else:
             self.conn.execute("COMMIT")
             self.conn.execute("BEGIN")
 
-    def close(self) -> None:
+    def _close(self) -> None:
         if self.pg:
             self.conn.commit()
             with self.conn.cursor() as cur:
@@ -307,14 +352,14 @@ class _Gen:
         return day_n(base, n, self.policy) + timedelta(minutes=minutes)
 
     def flush(self) -> None:
-        for table, rows in (("people", self.people), ("pairs", self.pairs), ("pair_events", self.events),
-                            ("flags", self.flags), ("outbox", self.outbox)):  # fmt: skip
-            for w in self.writers:
-                w.write(table, rows)
+        """Hand the rows so far to every database's writer (the same lists: never changed afterwards) and start new ones."""
+        batch: Batch = [("people", self.people), ("pairs", self.pairs), ("pair_events", self.events), ("flags", self.flags),
+                        ("outbox", self.outbox)]  # fmt: skip
+        for table, rows in batch:
             self.written[table] += len(rows)
-            rows.clear()
         for w in self.writers:
-            w.commit()
+            w.submit(batch)
+        self.people, self.pairs, self.events, self.flags, self.outbox = [], [], [], [], []
 
     def person(self, role: str, i: int, lang_en: bool = False) -> tuple[int, str, str]:
         r = self.rng
@@ -537,7 +582,7 @@ def generate(engine: Engine | Sequence[Engine], spec: Spec, policy: Policy, chun
                 progress(f"{pid}/{spec.pairs} pairs")
     g.flush()
     for w in g.writers:
-        w.close()
+        w.finish()
     prog.rows = dict(g.written)
     return prog
 
