@@ -9,6 +9,7 @@ versions (autoescape on), so both parts always say the same thing. See docs/temp
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import secrets
 import textwrap
@@ -231,9 +232,10 @@ _NOTE_STYLE = "margin:0 0 16px 0;font-size:14px;color:#555555;"
 _SIGN_STYLE = "margin:24px 0 0 0;"
 
 
+@functools.lru_cache(maxsize=1024)  # most paragraphs are the same text in every email of a kind
 def _text_p(value: str) -> str:
     """A paragraph of the text part: squashed, wrapped at 76, set apart by blank lines."""
-    return f"\n\n{_wrap(_squash(value))}\n\n\n"
+    return f"\n\n{_wrap(_squash(str(value)))}\n\n\n"
 
 
 def _text_sign(value: str) -> str:
@@ -244,8 +246,12 @@ def _text_sign(value: str) -> str:
 def _html_block(style: str) -> Any:
     opening = Markup(f'<p style="{style}">')  # noqa: S704 (a constant of this module)
 
+    @functools.lru_cache(maxsize=1024)
+    def cached(escaped: str) -> Markup:
+        return opening + _squash(Markup(escaped)) + Markup("</p>\n")  # noqa: S704 (escaped just below)
+
     def block(value: Any) -> Markup:  # the block's body: Markup, escaped by autoescape (escape() is a no-op then)
-        return opening + _squash(escape(value)) + Markup("</p>\n")
+        return cached(str(escape(value)))
 
     return block
 
