@@ -115,10 +115,10 @@ def _intros(session: Session, referent_ids: Sequence[int]) -> dict[int, datetime
 
 
 def _open_flags(session: Session, referent_ids: Sequence[int]) -> list[Any]:
-    """The open flags of these referents' pairs, as plain rows, in the order they were raised."""
-    f = Flag.__table__  # type: ignore[attr-defined]
-    query = core_select(f.c.id, f.c.pair_id, f.c.kind, f.c.who, f.c.reason, f.c.since, f.c.attempt)
-    query = query.where(f.c.is_open == True, f.c.pair_id.in_(_own_pairs(referent_ids)))  # noqa: E712
+    """The open flags of these referents' pairs (with the pair's referent and ref), as plain rows, in the order they were raised."""
+    f, p = Flag.__table__, Pair.__table__  # type: ignore[attr-defined]
+    query = core_select(f.c.id, f.c.pair_id, p.c.referent_id, p.c.ref, f.c.kind, f.c.who, f.c.reason, f.c.since, f.c.attempt)
+    query = query.join(p, p.c.id == f.c.pair_id).where(f.c.is_open == True, p.c.referent_id.in_(referent_ids))  # noqa: E712
     return list(session.connection().execute(query.order_by(f.c.id)))
 
 
@@ -256,13 +256,9 @@ def gather_many(session: Session, referents: Sequence[Person], now: datetime, po
     """
     ids = [r.id for r in referents if r.id is not None]
     got = _read(session, ids, now)
-    owner = {p.id: (rid, p.ref) for rid, rows in got.pairs.items() for p in rows}
     flags: dict[int, list[FlagFacts]] = {rid: [] for rid in ids}
-    for f in got.flags:
-        if f.pair_id not in owner:  # a pair added between two of the reads: in the next digest
-            continue
-        rid, ref = owner[f.pair_id]
-        flags[rid].append(_flag_facts(f, ref, got.excerpts.get(f.id, "")))
+    for f in got.flags:  # (a flag of a pair added between two reads is dropped by build_digest: in the next digest)
+        flags[f.referent_id].append(_flag_facts(f, f.ref, got.excerpts.get(f.id, "")))
     out = {}
     for r in referents:
         if r.id is None:
@@ -286,8 +282,8 @@ def gather(session: Session, referent: Person, now: datetime, policy: Policy) ->
 
 def referents_due(session: Session) -> list[Person]:
     """Referents with a live pair or an open flag on any of their pairs."""
-    live = select(Pair.referent_id).where(col(Pair.state).in_(LIVE_STATES))
-    flagged = select(Pair.referent_id).join(Flag, col(Flag.pair_id) == col(Pair.id)).where(Flag.is_open == True)  # noqa: E712
+    live = select(Pair.referent_id).where(col(Pair.state).in_(LIVE_STATES)).distinct()
+    flagged = select(Pair.referent_id).join(Flag, col(Flag.pair_id) == col(Pair.id)).where(Flag.is_open == True).distinct()  # noqa: E712
     ids = set(session.exec(live)) | set(session.exec(flagged))
     if not ids:
         return []
