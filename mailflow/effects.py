@@ -164,6 +164,7 @@ def advance(
         recorded = [event_values(pair.id, e) for e in _record(session, pair, people, decision, now, outgoing, cause)]
         log.extend(as_read_back(row) for row in recorded)
         rows += recorded
-    insert_events(session, rows)
-    update_pair(session, pair, **{**(pair_values or {}), "next_due_at": decision.next_due_at})
+    conn = session.connection()
+    insert_events(conn, rows)
+    update_pair(conn, pair, **{**(pair_values or {}), "next_due_at": decision.next_due_at})
     return decision

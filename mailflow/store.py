@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import case, func, insert, update
+from sqlalchemy import Connection, bindparam, case, func, insert, true, update
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
@@ -41,16 +40,22 @@ def pair_view(pair: Pair, people: dict[int, Person]) -> PairView:
 
 def to_event(row: Any) -> Event:
     """A pair_events row (ORM object or Core row) as the core's event."""
-    data = row.data
+    return _event(row.at, row.kind, row.who, row.intent, row.email_kind, row.slot, row.flag, row.reason, row.data)
+
+
+def _event(
+    at: datetime, kind: str, who: str | None, intent: str | None, email_kind: str | None, slot: str | None, flag: str | None,
+    reason: str | None, data: str | None,
+) -> Event:  # fmt: skip
     return Event(
-        kind=_EVENT_KINDS[row.kind],
-        at=row.at,
-        who=_ROLES[row.who] if row.who else None,
-        intent=_INTENTS[row.intent] if row.intent else None,
-        email_kind=_EMAIL_KINDS[row.email_kind] if row.email_kind else None,
-        slot=row.slot,
-        flag=_FLAG_KINDS[row.flag] if row.flag else None,
-        reason=row.reason,
+        kind=_EVENT_KINDS[kind],
+        at=at,
+        who=_ROLES[who] if who else None,
+        intent=_INTENTS[intent] if intent else None,
+        email_kind=_EMAIL_KINDS[email_kind] if email_kind else None,
+        slot=slot,
+        flag=_FLAG_KINDS[flag] if flag else None,
+        reason=reason,
         data=json.loads(data) if data and data != "{}" else {},
     )
 
@@ -86,18 +91,30 @@ def event_row(pair_id: int, event: Event, inbound_id: int | None = None) -> Pair
 
 def as_read_back(values: dict[str, Any]) -> Event:
     """The event of a row about to be written, exactly as a later read of the log returns it (UTC, JSON data)."""
-    return to_event(SimpleNamespace(**{**values, "at": values["at"].astimezone(UTC)}))  # type: ignore[arg-type]
+    v = values
+    return _event(v["at"].astimezone(UTC), v["kind"], v["who"], v["intent"], v["email_kind"], v["slot"], v["flag"], v["reason"], v["data"])
 
 
-def insert_events(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+def insert_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     """Append event rows in one statement (Core: no ORM object per event)."""
     if rows:
-        session.connection().execute(insert(PairEvent.__table__), list(rows))  # type: ignore[attr-defined]
+        conn.execute(_INSERT_EVENT, list(rows))
 
 
 def event_logs(session: Session, pair_ids: Sequence[int]) -> dict[int, list[Event]]:
     """Several pairs' logs (one query), as the core's events, oldest first."""
-    return {pid: [to_event(r) for r in rows] for pid, rows in events_by_pair(session, pair_ids).items()}
+    out: dict[int, list[Event]] = {pid: [] for pid in pair_ids}
+    if pair_ids:
+        t = _EVENTS
+        columns = (t.c.pair_id, t.c.at, t.c.kind, t.c.who, t.c.intent, t.c.email_kind, t.c.slot, t.c.flag, t.c.reason, t.c.data)
+        query = select(*columns).where(t.c.pair_id.in_(pair_ids)).order_by(t.c.id)
+        for pair_id, *values in session.connection().execute(query):  # plain tuples: a pair's log is read whole
+            out[pair_id].append(_event(*values))
+    return out
+
+
+_EVENTS = PairEvent.__table__  # type: ignore[attr-defined]
+_INSERT_EVENT = insert(_EVENTS)
 
 
 def get_pair(session: Session, ref: str, *, for_update: bool = False) -> Pair:
@@ -146,25 +163,52 @@ def open_flags(session: Session, pair_ids: Sequence[int] | None = None) -> list[
 
 def apply_flag_action(session: Session, pair_id: int, action: RaiseFlag | ClearFlag, now: datetime) -> None:
     """Keep the flags table (a projection of the flag events) in step with the event log."""
+    session.flush()  # Core statements below: flags added through the ORM must be in the table
     who = action.who.value if action.who else None
-    same = (Flag.pair_id == pair_id, Flag.kind == action.kind.value, Flag.who == who)
-    if isinstance(action, ClearFlag):  # at most one is open per (pair, kind, who); objects in the session follow
-        values = {"is_open": False, "closed_at": now, "closed_reason": action.reason}
-        session.execute(update(Flag).where(*same, Flag.is_open == True).values(**values))  # type: ignore[call-overload]  # noqa: E712
+    params = {"pair_id_": pair_id, "kind_": action.kind.value, "who_": who}
+    conn = session.connection()
+    if isinstance(action, ClearFlag):  # at most one is open per (pair, kind, who)
+        conn.execute(_CLEAR_FLAG[who is None], {**params, "closed_at_": now, "closed_reason_": action.reason})
+        for state in list(session.identity_map.all_states()):  # Flag objects already loaded must not show it open
+            if state.class_ is Flag and state.dict.get("pair_id") == pair_id:
+                session.expire(state.obj())
         return
-    is_open = case((Flag.is_open == True, 1), else_=0)  # type: ignore[arg-type]  # noqa: E712
-    flagged, now_open = session.exec(select(func.count(), func.coalesce(func.sum(is_open), 0)).select_from(Flag).where(*same)).one()
+    flagged, now_open = conn.execute(_COUNT_FLAGS[who is None], params).one()
     if not now_open:
         values = {"pair_id": pair_id, "kind": action.kind.value, "who": who, "reason": action.reason, "since": now, "is_open": True,
                   "closed_at": None, "closed_reason": None, "attempt": 1 + flagged, "note": ""}  # fmt: skip
-        session.connection().execute(insert(Flag.__table__).values(**values))  # type: ignore[attr-defined]
+        conn.execute(_INSERT_FLAG, values)
 
 
-def update_pair(session: Session, pair: Pair, **values: Any) -> None:
+def _same_flag(who_is_null: bool) -> tuple[Any, ...]:
+    t = _FLAGS
+    who = t.c.who.is_(None) if who_is_null else t.c.who == bindparam("who_")
+    return (t.c.pair_id == bindparam("pair_id_"), t.c.kind == bindparam("kind_"), who)
+
+
+_FLAGS = Flag.__table__  # type: ignore[attr-defined]
+_INSERT_FLAG = insert(_FLAGS)
+_CLEAR_FLAG = {
+    null: update(_FLAGS)
+    .where(*_same_flag(null), _FLAGS.c.is_open == true())
+    .values(is_open=False, closed_at=bindparam("closed_at_"), closed_reason=bindparam("closed_reason_"))
+    for null in (False, True)
+}
+_COUNT_FLAGS = {
+    null: select(func.count(), func.coalesce(func.sum(case((_FLAGS.c.is_open == true(), 1), else_=0)), 0)).where(*_same_flag(null))
+    for null in (False, True)
+}
+
+
+def update_pair(conn: Connection, pair: Pair, **values: Any) -> None:
     """Write columns of the pair's row at once (Core) and set them on the object without marking it changed."""
-    session.connection().execute(update(Pair).where(Pair.id == pair.id).values(**values))  # type: ignore[arg-type]
+    conn.execute(_UPDATE_PAIR, {"pair_id_": pair.id, **values})  # the SET clause is the other keys
     for name, value in values.items():
         set_committed_value(pair, name, value)
+
+
+_PAIRS = Pair.__table__  # type: ignore[attr-defined]
+_UPDATE_PAIR = update(_PAIRS).where(_PAIRS.c.id == bindparam("pair_id_"))
 
 
 def flag_json(flag: Flag) -> dict[str, Any]:

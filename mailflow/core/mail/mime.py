@@ -78,7 +78,7 @@ def _codec_name(charset: str | None) -> str | None:
 
 def _unescape(value: str) -> str:
     """compat32 keeps raw 8-bit header bytes as surrogate escapes: recover them as text."""
-    if not any("\udc80" <= ch <= "\udcff" for ch in value):
+    if value.isascii() or not any("\udc80" <= ch <= "\udcff" for ch in value):  # isascii: the common case, in C
         return value
     return decode_bytes(value.encode("ascii", errors="surrogateescape"))
 
@@ -86,6 +86,8 @@ def _unescape(value: str) -> str:
 def decode_header_value(value: object) -> str:
     """RFC 2047-decode and unfold one raw header value; never raises."""
     text = _unescape(str(value)) if not isinstance(value, str) else _unescape(value)
+    if "=?" not in text:  # no encoded-word: what decode_header would hand back, unfolded (its regex is the cost)
+        return " ".join(text.split())
     try:
         chunks = decode_header(text)
     except Exception:  # malformed encoded-words: keep the raw text
