@@ -222,6 +222,9 @@ class InboxProcessor:
         else:
             try:
                 with chunk.session.begin_nested():
+                    # the SAVEPOINT is emitted when the session next asks for its connection: now, before any
+                    # Core statement on chunk.conn (which would otherwise run outside the savepoint)
+                    chunk.session.connection()
                     record, label, referent_reply = self._write(chunk, item, now, uidvalidity)
             except Exception as exc:  # one bad message must not stop the others
                 chunk.forget()

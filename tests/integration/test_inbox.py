@@ -264,3 +264,120 @@ async def test_a_full_inbox_of_1200_messages_is_sized_and_listed_in_chunks(dovec
         assert len(await mailbox.sizes(uids)) == 1200
         ids = await mailbox.header_message_ids(uids)
         assert sorted(ids.values())[:2] == ["<bulk-first@else>", "<bulk0@else>"] and len(set(ids.values())) == 1200
+
+
+# ---- chunks: one transaction per FETCH chunk, one MOVE per folder -------------------------------
+
+
+def replies_in(world: World, ref: str) -> list[dict]:
+    return [e for e in pair(world, ref)["events"] if e["kind"] == "reply"]
+
+
+@pytest.fixture
+def boom_on_marker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A message whose visible text says BOOM fails while it is applied (after its effects are written)."""
+    from mailflow.inbound import InboxProcessor
+
+    real = InboxProcessor._apply
+
+    def failing(self, chunk, item, record, now):  # type: ignore[no-untyped-def]
+        out = real(self, chunk, item, record, now)
+        if "BOOM" in item.parsed.text:
+            raise RuntimeError("boom")
+        return out
+
+    monkeypatch.setattr(InboxProcessor, "_apply", failing)
+
+
+async def test_one_failing_message_in_a_chunk_fails_alone_and_is_quarantined_after_max_attempts(
+    world: World, boom_on_marker: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    (intro1,) = world.sent("introduction", to="mentee1@example.net")
+    (intro2,) = world.sent("introduction", to="mentee2@example.net")
+    (intro3,) = world.sent("introduction", to="mentor2@example.org")
+    world.deliver(world.reply_to(intro1, "Bonjour, tout va bien."))
+    world.deliver(world.reply_to(intro2, "BOOM: this one fails every time."))
+    world.deliver(world.reply_to(intro3, "On s'est appelés hier, premier rendez-vous fait."))
+    for attempt, minute in enumerate(("00", "05"), start=1):
+        report = await world.run_once(f"2026-09-02T10:{minute}")
+        assert report.inbox == ({"processed": 2} if attempt == 1 else {})
+        assert len(world.folder("INBOX")) == 1  # the failing one stays, to be read again
+    assert len(world.folder("Processed")) == 2
+    assert [e["who"] for e in replies_in(world, "P01")] == ["mentee"]
+    assert [e["who"] for e in replies_in(world, "P02")] == ["mentor"]  # its BOOM reply left nothing behind
+    report = await world.run_once("2026-09-02T10:10")  # the third failure (max_attempts = 3)
+    assert report.inbox == {"quarantine": 1}
+    assert world.folder("INBOX") == [] and len(world.folder("Quarantine")) == 1
+    assert [e["who"] for e in replies_in(world, "P02")] == ["mentor"]
+    assert len(replies_in(world, "P01")) == 1  # nothing applied twice across the retries
+    assert "@" not in caplog.text
+
+
+async def test_a_chunk_that_fails_as_a_whole_is_applied_one_message_at_a_time(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mailflow import inbound
+
+    calls = []
+    real = inbound.Chunk.read.__func__  # type: ignore[attr-defined]
+
+    def read(cls, session, items):  # type: ignore[no-untyped-def]
+        calls.append(len(items))
+        if len(items) > 1:
+            raise RuntimeError("the chunk's reads fail")
+        return real(cls, session, items)
+
+    monkeypatch.setattr(inbound.Chunk, "read", classmethod(read))
+    (intro1,) = world.sent("introduction", to="mentee1@example.net")
+    (intro2,) = world.sent("introduction", to="mentee2@example.net")
+    world.deliver(world.reply_to(intro1, "Bonjour, tout va bien."))
+    world.deliver(world.reply_to(intro2, "Merci, c'est noté."))
+    report = await world.run_once("2026-09-02T10:00")
+    assert report.inbox == {"processed": 2} and calls == [2, 2, 1, 1]  # fast, with savepoints, then alone
+    assert world.folder("INBOX") == [] and len(world.folder("Processed")) == 2
+    assert len(replies_in(world, "P01")) == 1 and len(replies_in(world, "P02")) == 1
+
+
+async def test_killed_after_a_chunk_commit_before_its_moves_only_moves_them(world: World) -> None:
+    from mailflow.adapters import imap as imap_module
+
+    for to in ("mentee1@example.net", "mentee2@example.net", "mentor1@example.org"):
+        (intro,) = world.sent("introduction", to=to)
+        world.deliver(world.reply_to(intro, "Bonjour, tout va bien."))
+    world.deliver(b"From: someone@else.example\r\nTo: mentorat@example.org\r\nSubject: hello\r\nMessage-ID: <x9@else>\r\n\r\nHi\r\n")
+    real = imap_module.ImapMailbox.move_many
+
+    async def dying(self, uids, folder):  # type: ignore[no-untyped-def]
+        raise Killed
+
+    imap_module.ImapMailbox.move_many = dying  # type: ignore[method-assign]
+    try:
+        with pytest.raises(Killed):
+            await world.run_once("2026-09-02T10:00")
+    finally:
+        imap_module.ImapMailbox.move_many = real  # type: ignore[method-assign]
+    assert len(world.folder("INBOX")) == 4  # committed, not moved
+    report = await world.run_once("2026-09-02T10:05")
+    assert report.inbox == {"duplicate": 4}
+    assert world.folder("INBOX") == [] and len(world.folder("Processed")) == 3 and len(world.folder("Unmatched")) == 1
+    assert len(replies_in(world, "P01")) == 2 and len(replies_in(world, "P02")) == 1
+
+
+async def test_messages_are_moved_once_per_folder_per_chunk(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mailflow.adapters import imap as imap_module
+
+    moves: list[tuple[list[int], str]] = []
+    real = imap_module.ImapMailbox.move_many
+
+    async def recording(self, uids, folder):  # type: ignore[no-untyped-def]
+        moves.append((sorted(uids), folder))
+        await real(self, uids, folder)
+
+    monkeypatch.setattr(imap_module.ImapMailbox, "move_many", recording)
+    (intro1,) = world.sent("introduction", to="mentee1@example.net")
+    (intro2,) = world.sent("introduction", to="mentee2@example.net")
+    world.deliver(world.reply_to(intro1, "Bonjour, tout va bien."))  # uid 1
+    world.deliver(b"From: someone@else.example\r\nTo: mentorat@example.org\r\nSubject: hi\r\nMessage-ID: <u1@else>\r\n\r\nHi\r\n")
+    world.deliver(world.reply_to(intro2, "Merci, c'est noté."))  # uid 3
+    world.deliver(b"\x00\xff garbage without headers")  # uid 4
+    await world.run_once("2026-09-02T10:00")
+    assert sorted(moves, key=lambda m: m[1]) == [([1, 3], "Processed"), ([4], "Quarantine"), ([2], "Unmatched")]
+    assert world.folder("INBOX") == []
