@@ -18,6 +18,7 @@ the row goes back to pending untouched and sending pauses (RelayRejectedError to
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -140,31 +141,28 @@ def _mark(engine: Engine, row_id: int, owner: str, **values: object) -> None:
 
 
 class SentMarks:
-    """Group commit of `sent`: the rows that workers finished at about the same time, in one transaction.
+    """Group commit of `sent`: the rows accepted since the last commit, in one transaction.
 
-    A worker records its row after SMTP's 250 and waits for that commit before it starts its next
-    SMTP transaction. So each connection has at most one accepted-but-unrecorded message at any
-    time -- exactly as with a commit per row -- and a crash resends at most one message per
-    connection, with its Message-ID; but 4 connections cost one commit, not four.
+    A worker records its row after SMTP's 250, composes its next message, and flushes before it
+    starts that next SMTP transaction (a no-op when another worker's flush already took its row).
+    So each connection has at most one accepted-but-unrecorded message at any time -- exactly as
+    with a commit per row -- and a crash resends at most one message per connection, with its
+    Message-ID; but the rows of several connections share a commit.
     """
 
     def __init__(self, engine: Engine, owner: str) -> None:
         self.engine, self.owner = engine, owner
         self._rows: list[dict[str, object]] = []
-        self._flush: asyncio.Task[None] | None = None
 
-    def record(self, row_id: int, sent_at: datetime) -> asyncio.Task[None]:
-        """Queue this row's `sent`; returns the commit to await before the worker's next send."""
+    def record(self, row_id: int, sent_at: datetime) -> None:
         self._rows.append({"row_id": row_id, "owner": self.owner, "sent_at": sent_at})
-        if self._flush is None:
-            self._flush = asyncio.get_running_loop().create_task(self._commit())
-        return self._flush
 
-    async def _commit(self) -> None:
-        await asyncio.sleep(0)  # let the workers whose replies arrived in this loop turn join
-        rows, self._rows, self._flush = self._rows, [], None
-        with self.engine.begin() as conn:
-            conn.execute(_MARK_SENT, rows)
+    def flush(self) -> None:
+        """Commit every recorded row (synchronously: nothing else runs in between)."""
+        if self._rows:
+            rows, self._rows = self._rows, []
+            with self.engine.begin() as conn:
+                conn.execute(_MARK_SENT, rows)
 
 
 def _bounce(engine: Engine, row: Any, settings: Settings, now: datetime) -> None:
@@ -227,7 +225,11 @@ class OutboxSender:
                 for _ in range(min(self.settings.smtp.max_connections, len(rows))):
                     group.create_task(self._worker(queue, batch, stats, marks))
         except BaseExceptionGroup as failed:
-            raise failed.exceptions[0]  # noqa: B904 (the first failure, as a plain exception for the callers)
+            first = failed.exceptions[0]
+            if isinstance(first, Exception):  # an error, not the process dying: what was accepted stays recorded
+                with contextlib.suppress(Exception):
+                    marks.flush()
+            raise first  # noqa: B904 (the first failure, as a plain exception for the callers)
         self._release_unsent(queue)
         if stats.paused or stats.sent:
             from mailflow.health import set_state
@@ -241,36 +243,31 @@ class OutboxSender:
 
     async def _worker(self, queue: asyncio.Queue[Any], batch: Batch, stats: SendStats, marks: SentMarks) -> None:
         async with self.sender_factory() as smtp:
-            recorded: asyncio.Task[None] | None = None  # this connection's last `sent`, maybe not committed yet
             while not queue.empty() and stats.paused is None:
                 row = queue.get_nowait()
                 try:
-                    recorded = await self._send_one(smtp, row, batch, stats, marks, recorded)
+                    await self._send_one(smtp, row, batch, stats, marks)
                 except asyncio.CancelledError:
                     _mark(self.engine, row.id, self.owner, state=PENDING)  # released, same Message-ID next time
                     raise
-            if recorded is not None:
-                await asyncio.shield(recorded)
+            marks.flush()
 
-    async def _send_one(
-        self, smtp: SmtpSender, row: Any, batch: Batch, stats: SendStats, marks: SentMarks, recorded: asyncio.Task[None] | None
-    ) -> asyncio.Task[None] | None:
-        """Compose and send one row; returns the pending commit of its `sent` (None: recorded already)."""
+    async def _send_one(self, smtp: SmtpSender, row: Any, batch: Batch, stats: SendStats, marks: SentMarks) -> None:
+        """Compose and send one row; its `sent` is recorded in `marks` (committed before this connection's next send)."""
         row_id = row.id
-        composed = self.composer.compose_from(batch, row)  # composing while the previous commit waits its turn
-        if recorded is not None:
-            await asyncio.shield(recorded)  # never two accepted-but-unrecorded messages on one connection
+        composed = self.composer.compose_from(batch, row)  # other connections' rows may join the next flush meanwhile
+        marks.flush()  # never two accepted-but-unrecorded messages on one connection
         if composed is None:  # the recipient's address bounced: hold until corrected
             _mark(self.engine, row_id, self.owner, state=HELD)
             stats.held += 1
-            return None
+            return
         await self._pace()
         try:
             await smtp.send(composed.raw, mail_from=composed.mail_from, rcpt_to=composed.rcpt_to)
         except RelayRejectedError as exc:
             _mark(self.engine, row_id, self.owner, state=PENDING, attempts=row.attempts - 1)
             stats.paused = str(exc)
-            return None
+            return
         except PermanentDeliveryError as exc:
             _mark(self.engine, row_id, self.owner, state=FAILED, last_error=str(exc)[:500])
             if row.person_id is not None:
@@ -278,14 +275,14 @@ class OutboxSender:
             _bounce(self.engine, row, self.settings, self.clock())
             stats.failed += 1
             log.warning("send failed permanently", extra={"action": "outbox_failed", "outbox_id": row_id, "code": exc.code})
-            return None
+            return
         except (TransientDeliveryError, DeliveryError) as exc:
             self._retry_later(row, exc, stats)
-            return None
+            return
         stats.sent += 1
         stats.message_ids.append(row.message_id)
         log.info("sent", extra={"action": "outbox_sent", "outbox_id": row_id, "kind": row.kind})
-        return marks.record(row_id, self.clock())
+        marks.record(row_id, self.clock())
 
     def _retry_later(self, row: Any, exc: DeliveryError, stats: SendStats) -> None:
         s = self.settings.smtp

@@ -104,21 +104,21 @@ async def test_crash_between_250_and_commit_resends_same_message_id(db_url: str,
     world = World(db_url, smtp_server, None, MAILFLOW_SMTP__MAX_CONNECTIONS="1")
     world.import_rows([pair_row(1)])
 
-    real_commit = outbox_module.SentMarks._commit
+    real_flush = outbox_module.SentMarks.flush
     crashed: list[int] = []
 
-    async def dying_commit(self):  # type: ignore[no-untyped-def]
-        if not crashed:
+    def dying_flush(self):  # type: ignore[no-untyped-def]
+        if self._rows or crashed:  # dead: nothing is recorded any more
             crashed.append(1)
             raise Killed("killed between 250 and commit")
-        return await real_commit(self)
+        return real_flush(self)
 
-    outbox_module.SentMarks._commit = dying_commit  # type: ignore[method-assign]
+    outbox_module.SentMarks.flush = dying_flush  # type: ignore[method-assign]
     try:
         with pytest.raises(Killed):
             await world.run_once("2026-09-01T09:00")
     finally:
-        outbox_module.SentMarks._commit = real_commit  # type: ignore[method-assign]
+        outbox_module.SentMarks.flush = real_flush  # type: ignore[method-assign]
     first = [m["Message-ID"] for m in world.sent()]
     assert len(first) == 1
     # restart: on SQLite the start-up releases every `sending` row; on PostgreSQL the lease expires
@@ -134,29 +134,28 @@ async def test_crash_between_250_and_commit_resends_same_message_id(db_url: str,
     assert {r.state for r in rows(world)} == {"sent"}
 
 
-async def test_group_commit_crash_leaves_at_most_one_unrecorded_message_per_connection(
-    db_url: str, smtp_server: RecordingSMTPServer
-) -> None:
+async def test_group_commit_crash_leaves_at_most_one_unrecorded_message_per_connection(db_url: str, smtp_server: RecordingSMTPServer) -> None:
     """4 connections share each `sent` commit; a crash in one loses at most one record per connection."""
     from mailflow import outbox as outbox_module
 
     world = World(db_url, smtp_server, None, MAILFLOW_SMTP__MAX_CONNECTIONS="4")
     world.import_rows([pair_row(i) for i in range(1, 9)])  # 16 introductions
-    real_commit = outbox_module.SentMarks._commit
+    real_flush = outbox_module.SentMarks.flush
     commits: list[int] = []
 
-    async def dying_commit(self):  # type: ignore[no-untyped-def]
-        commits.append(len(self._rows))
-        if len(commits) == 3:
+    def dying_flush(self):  # type: ignore[no-untyped-def]
+        if self._rows:
+            commits.append(len(self._rows))
+        if len(commits) >= 3:  # dead from the third grouped commit on: nothing more is recorded
             raise Killed("killed during a grouped commit")
-        return await real_commit(self)
+        return real_flush(self)
 
-    outbox_module.SentMarks._commit = dying_commit  # type: ignore[method-assign]
+    outbox_module.SentMarks.flush = dying_flush  # type: ignore[method-assign]
     try:
         with pytest.raises(Killed):
             await world.run_once("2026-09-01T09:00")
     finally:
-        outbox_module.SentMarks._commit = real_commit  # type: ignore[method-assign]
+        outbox_module.SentMarks.flush = real_flush  # type: ignore[method-assign]
     delivered = [m["Message-ID"] for m in world.sent()]
     recorded = {r.message_id for r in rows(world) if r.state == "sent"}
     unrecorded = [mid for mid in delivered if mid not in recorded]
