@@ -101,6 +101,23 @@ async def test_move_without_move_capability_uses_copy_store_expunge(dovecot: Dov
     assert dovecot.list_folder("Processed", user=user[0]) == [raw(1)]
 
 
+@pytest.mark.parametrize("capability", ["MOVE", None])
+async def test_move_many_moves_exactly_the_given_uids(dovecot: DovecotServer, user: tuple[str, str], capability: str | None) -> None:
+    for i in range(6):
+        dovecot.append(raw(i), user=user[0])
+    async with ImapMailbox(cfg(dovecot, user)) as box:
+        await box.ensure_folders(["Processed", "Unmatched"])
+        await box.select()
+        if capability is None:  # COPY + \Deleted + UID EXPUNGE of the same UID set
+            box._imap.protocol.capabilities.discard("MOVE")
+        await box.move_many([5, 1, 3], "Processed")
+        await box.move_many([6], "Unmatched")
+        await box.move_many([], "Unmatched")
+        assert await box.uids() == [2, 4]
+    assert sorted(dovecot.list_folder("Processed", user=user[0])) == sorted([raw(0), raw(2), raw(4)])
+    assert dovecot.list_folder("Unmatched", user=user[0]) == [raw(5)]
+
+
 async def test_move_to_missing_folder_raises_mailbox_error(dovecot: DovecotServer, user: tuple[str, str]) -> None:
     dovecot.append(raw(0), user=user[0])
     async with ImapMailbox(cfg(dovecot, user)) as box:

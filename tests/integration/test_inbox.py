@@ -381,3 +381,16 @@ async def test_messages_are_moved_once_per_folder_per_chunk(world: World, monkey
     await world.run_once("2026-09-02T10:00")
     assert sorted(moves, key=lambda m: m[1]) == [([1, 3], "Processed"), ([4], "Quarantine"), ([2], "Unmatched")]
     assert world.folder("INBOX") == []
+
+
+async def test_two_replies_for_one_pair_in_one_chunk_see_each_other(world: World) -> None:
+    (to_mentee,) = world.sent("introduction", to="mentee1@example.net")
+    (to_mentor,) = world.sent("introduction", to="mentor1@example.org")
+    world.deliver(world.reply_to(to_mentee, "Bonjour, merci ! J'ai bien reçu le message."))
+    world.deliver(world.reply_to(to_mentor, "On s'est appelés hier, premier rendez-vous fait."))
+    report = await world.run_once("2026-09-02T10:00")
+    assert report.inbox == {"processed": 2}
+    p = pair(world, "P01")
+    assert p["state"] == "active"
+    assert [e["who"] for e in p["events"] if e["kind"] == "reply"] == ["mentee", "mentor"]
+    assert len([e for e in p["events"] if e["kind"] == "state_changed"]) == 1  # the second saw the first's change
