@@ -540,7 +540,7 @@ def _kinds(rng: random.Random, n: int, mix: Sequence[tuple[str, float]]) -> list
     return out
 
 
-def generate(engine: Engine | Sequence[Engine], spec: Spec, policy: Policy, chunk: int = 1000,
+def generate(engine: Engine | Sequence[Engine], spec: Spec, policy: Policy, chunk: int = 500,
              progress: Callable[[str], None] | None = None) -> Programme:  # fmt: skip
     """Write the programme into one or several empty, migrated databases (the same rows, computed once, go to each).
 
