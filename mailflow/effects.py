@@ -21,12 +21,12 @@ from sqlalchemy import update
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, select
 
-from mailflow.adapters.tables import OutboxMessage, Pair, Person
+from mailflow.adapters.tables import OutboxMessage, Pair, PairEvent, Person
 from mailflow.core.lifecycle import decide
 from mailflow.core.model import Decision, EmailKind, Event, EventKind, RaiseFlag, Role, SendEmail
 from mailflow.core.policy import Policy
 from mailflow.render import make_message_id
-from mailflow.store import apply_flag_action, as_read_back, event_logs, event_values, insert_events, pair_view, people_by_id, update_pair
+from mailflow.store import Deferred, apply_flag_action, as_read_back, event_logs, event_values, insert_events, pair_view, people_by_id, update_pair
 
 
 class ConcurrentUpdate(Exception):
@@ -139,13 +139,14 @@ def _cas_state(session: Session, pair: Pair, new_state: str, now: datetime) -> N
 def advance(
     session: Session, pair: Pair, now: datetime, policy: Policy, outgoing: Outgoing, new_events: Sequence[Event] = (),
     inbound_id: int | None = None, *, log: list[Event] | None = None, people: Mapping[int, Person] | None = None,
-    pair_values: Mapping[str, Any] | None = None,
+    pair_values: Mapping[str, Any] | None = None, deferred: Deferred | None = None,
 ) -> Decision:  # fmt: skip
     """Append `new_events`, then decide once (decide settles the pass itself) and record what it asks.
 
     `log` is the pair's log so far when the caller already holds it (the inbox reads a chunk's logs in one
     query); it is extended in place with every event written here. `people`: the pair's members by id.
-    `pair_values`: other columns of the pair to write with next_due_at (one UPDATE).
+    `pair_values`: other columns of the pair to write with next_due_at (one UPDATE). `deferred`: the event rows
+    and the pair's columns go there, for the caller to write later in the same transaction.
     Returns the final state and next due time, with every action recorded in this call.
     """
     assert pair.id is not None
@@ -164,7 +165,12 @@ def advance(
         recorded = [event_values(pair.id, e) for e in _record(session, pair, people, decision, now, outgoing, cause)]
         log.extend(as_read_back(row) for row in recorded)
         rows += recorded
-    conn = session.connection()
-    insert_events(conn, rows)
-    update_pair(conn, pair, **{**(pair_values or {}), "next_due_at": decision.next_due_at})
+    values = {**(pair_values or {}), "next_due_at": decision.next_due_at}
+    if deferred is not None:
+        deferred.insert(PairEvent.__table__, rows)  # type: ignore[attr-defined]
+        deferred.update_pair(pair, **values)
+    else:
+        conn = session.connection()
+        insert_events(conn, rows)
+        update_pair(conn, pair, **values)
     return decision

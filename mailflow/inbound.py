@@ -17,12 +17,12 @@ Whatever the path, a Result with an Outcome is committed; one with an error left
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, or_
+from sqlalchemy import Connection, Engine, func, insert, or_, text
 from sqlmodel import Session, col, select
 
 from mailflow.adapters.db import session_scope
@@ -35,7 +35,7 @@ from mailflow.core.model import EmailKind, Event, EventKind, FlagKind, FlagReaso
 from mailflow.core.tokens import TokenClaims, TokenSigner, extract_token
 from mailflow.effects import Outgoing, advance
 from mailflow.errors import NotFoundError
-from mailflow.store import apply_flag_action, event_logs, event_row, people_by_id
+from mailflow.store import Deferred, apply_flag_action, event_logs, event_row, people_by_id
 from mailflow.subjects import kind_from_subject
 from mailflow.vocabulary import load_vocabulary
 
@@ -93,6 +93,8 @@ class Chunk:
     logs: dict[int, list[Event]]
     pairs: dict[int, Pair] = field(default_factory=dict)
     conn: Connection = field(init=False)  # the transaction's connection (savepoints keep it), for Core statements
+    deferred: Deferred | None = None  # without savepoints: rows written together before the commit
+    ids: Iterator[int] | None = None  # inbound row ids taken for the deferred inserts
 
     def __post_init__(self) -> None:
         self.conn = self.session.connection()
@@ -128,9 +130,23 @@ class Chunk:
 
     def log(self, pair_id: int) -> list[Event]:
         if pair_id not in self.logs:
+            self.write()
             self.session.flush()
             self.logs[pair_id] = event_logs(self.session, [pair_id])[pair_id]
         return self.logs[pair_id]
+
+    def write(self) -> None:
+        if self.deferred is not None:
+            self.deferred.write(self.conn)
+
+    def insert(self, record: dict[str, Any]) -> int:
+        """The inbound row: deferred with an id taken now, else inserted at once."""
+        if self.deferred is not None and self.ids is not None:
+            record["id"] = next(self.ids)
+            self.deferred.insert(_INBOUND, [record])
+        else:
+            record["id"] = int(self.conn.execute(insert(_INBOUND), record).inserted_primary_key[0])
+        return int(record["id"])
 
     def person(self, person_id: int) -> Person | None:
         return self.known.get(person_id) or self.session.get(Person, person_id)
@@ -212,7 +228,11 @@ class InboxProcessor:
     def _apply_all(self, items: Sequence[Inbound], now: datetime, uidvalidity: int | None, *, savepoints: bool) -> list[Result]:
         with session_scope(self.engine) as session:
             chunk = Chunk.read(session, items)
-            return [self._apply_one(chunk, item, now, uidvalidity, savepoints) for item in items]
+            if not savepoints:
+                chunk.deferred, chunk.ids = Deferred(), iter(_take_ids(chunk.conn, len(items)))
+            results = [self._apply_one(chunk, item, now, uidvalidity, savepoints) for item in items]
+            chunk.write()
+            return results
 
     def _apply_one(self, chunk: Chunk, item: Inbound, now: datetime, uidvalidity: int | None, savepoint: bool) -> Result:
         if item.key in chunk.seen:
@@ -237,7 +257,7 @@ class InboxProcessor:
         label, referent_reply = self._apply(chunk, item, record, now)
         record["outcome"], record["target_folder"] = label, self.folders.get(label, self.folders["processed"])
         if "id" not in record:
-            _insert(chunk.conn, record)
+            chunk.insert(record)
         return record, label, referent_reply
 
     def _after_commit(self, item: Inbound, result: Result, now: datetime) -> None:
@@ -346,7 +366,7 @@ class InboxProcessor:
         if event is None:
             return "unmatched", None
         record["outcome"], record["target_folder"] = "processed", self.folders["processed"]
-        inbound_id = _insert(chunk.conn, record)  # the events reference the inbound row
+        inbound_id = chunk.insert(record)  # the events reference the inbound row
         if event.kind is EventKind.BOUNCE and event.data.get("permanent") == "true":
             person.bounced = True
             session.add(person)
@@ -363,6 +383,7 @@ class InboxProcessor:
             log=chunk.log(pair.id),
             people=chunk.people(pair),
             pair_values=touched,
+            deferred=chunk.deferred,
         )
         return "processed", None
 
@@ -423,9 +444,14 @@ class InboxProcessor:
         return Outcome(self.folders["quarantine"], "quarantine")
 
 
-_INSERT_INBOUND = insert(InboundMessage.__table__)  # type: ignore[attr-defined]
+_INBOUND = InboundMessage.__table__  # type: ignore[attr-defined]
 
 
-def _insert(conn: Connection, record: dict[str, Any]) -> int:
-    record["id"] = int(conn.execute(_INSERT_INBOUND, record).inserted_primary_key[0])
-    return int(record["id"])
+def _take_ids(conn: Connection, n: int) -> list[int]:
+    """n ids for inbound rows inserted later in this transaction (PostgreSQL: its sequence; SQLite: the
+    transaction holds the write lock from BEGIN IMMEDIATE, so nobody else inserts until it commits)."""
+    if conn.dialect.name == "postgresql":
+        query = text("SELECT nextval(pg_get_serial_sequence('inbound_messages', 'id')) FROM generate_series(1, :n)")
+        return [int(i) for i in conn.execute(query, {"n": n}).scalars()]
+    start = int(conn.execute(select(func.coalesce(func.max(_INBOUND.c.id), 0))).scalar_one()) + 1
+    return list(range(start, start + n))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -209,6 +210,41 @@ def update_pair(conn: Connection, pair: Pair, **values: Any) -> None:
 
 _PAIRS = Pair.__table__  # type: ignore[attr-defined]
 _UPDATE_PAIR = update(_PAIRS).where(_PAIRS.c.id == bindparam("pair_id_"))
+
+
+@dataclass
+class Deferred:
+    """Rows to write together later in the same transaction (the inbox's chunk: a few statements, not a few per message).
+
+    A table's rows are inserted together, tables in the order they first came (inbound rows before the events
+    naming them); pair columns are merged per pair, the last value winning. The holder writes them before anything reads those tables back.
+    """
+
+    inserts: list[tuple[Any, dict[str, Any]]] = field(default_factory=list)  # (table, row)
+    pairs: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    def insert(self, table: Any, rows: Iterable[dict[str, Any]]) -> None:
+        self.inserts.extend((table, row) for row in rows)
+
+    def update_pair(self, pair: Pair, **values: Any) -> None:
+        assert pair.id is not None
+        self.pairs.setdefault(pair.id, {}).update(values)
+        for name, value in values.items():
+            set_committed_value(pair, name, value)
+
+    def write(self, conn: Connection) -> None:
+        by_table: dict[Any, list[dict[str, Any]]] = {}
+        for table, row in self.inserts:  # a table's rows together, tables in the order they first came
+            by_table.setdefault(table, []).append(row)
+        for table, rows in by_table.items():
+            conn.execute(insert(table), rows)
+        by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for pair_id, values in self.pairs.items():
+            by_columns.setdefault(tuple(sorted(values)), []).append({"pair_id_": pair_id, **values})
+        for params in by_columns.values():
+            conn.execute(_UPDATE_PAIR, params)
+        self.inserts.clear()
+        self.pairs.clear()
 
 
 def flag_json(flag: Flag) -> dict[str, Any]:

@@ -394,3 +394,25 @@ async def test_two_replies_for_one_pair_in_one_chunk_see_each_other(world: World
     assert p["state"] == "active"
     assert [e["who"] for e in p["events"] if e["kind"] == "reply"] == ["mentee", "mentor"]
     assert len([e for e in p["events"] if e["kind"] == "state_changed"]) == 1  # the second saw the first's change
+
+
+async def test_events_of_a_chunk_name_their_own_inbound_rows(world: World) -> None:
+    from sqlalchemy import select as sa_select
+
+    from mailflow.adapters.tables import InboundMessage, PairEvent
+
+    for to in ("mentee1@example.net", "mentee2@example.net", "mentor2@example.org"):
+        (intro,) = world.sent("introduction", to=to)
+        world.deliver(world.reply_to(intro, f"Bonjour, ici {to.split('@')[0]}."))
+    world.deliver(b"From: someone@else.example\r\nTo: mentorat@example.org\r\nSubject: hi\r\nMessage-ID: <e1@else>\r\n\r\nHi\r\n")
+    await world.run_once("2026-09-02T10:00")
+    world.deliver(b"From: other@else.example\r\nTo: mentorat@example.org\r\nSubject: hi\r\nMessage-ID: <e2@else>\r\n\r\nHi\r\n")
+    await world.run_once("2026-09-02T10:05")  # rows inserted by a later chunk do not collide with the first one's ids
+    with world.engine.connect() as conn:
+        inbound = {r.id: r for r in conn.execute(sa_select(InboundMessage.__table__))}  # type: ignore[attr-defined]
+        replies = list(conn.execute(sa_select(PairEvent.__table__).where(PairEvent.__table__.c.kind == "reply")))  # type: ignore[attr-defined]
+    assert len(inbound) == 5 and sorted(r.outcome for r in inbound.values()) == ["processed"] * 3 + ["unmatched"] * 2
+    assert len(replies) == 3
+    for event in replies:
+        row = inbound[event.inbound_id]
+        assert row.pair_id == event.pair_id and row.outcome == "processed" and row.text.startswith("Bonjour, ici")
