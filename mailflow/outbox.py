@@ -143,11 +143,11 @@ def _mark(engine: Engine, row_id: int, owner: str, **values: object) -> None:
 class SentMarks:
     """Group commit of `sent`: the rows accepted since the last commit, in one transaction.
 
-    A worker records its row after SMTP's 250, composes its next message, and flushes before it
-    starts that next SMTP transaction (a no-op when another worker's flush already took its row).
-    So each connection has at most one accepted-but-unrecorded message at any time -- exactly as
-    with a commit per row -- and a crash resends at most one message per connection, with its
-    Message-ID; but the rows of several connections share a commit.
+    A worker records its row after SMTP's 250 and flushes when its next message's envelope was
+    accepted, just before DATA (a no-op when another worker's flush already took its row). So each
+    connection has at most one accepted-but-unrecorded message at any time -- exactly as with a
+    commit per row -- and a crash resends at most one message per connection, with its
+    Message-ID; but the rows recorded during MAIL and RCPT's round trips share the commit.
     """
 
     def __init__(self, engine: Engine, owner: str) -> None:
@@ -255,15 +255,16 @@ class OutboxSender:
     async def _send_one(self, smtp: SmtpSender, row: Any, batch: Batch, stats: SendStats, marks: SentMarks) -> None:
         """Compose and send one row; its `sent` is recorded in `marks` (committed before this connection's next send)."""
         row_id = row.id
-        composed = self.composer.compose_from(batch, row)  # other connections' rows may join the next flush meanwhile
-        marks.flush()  # never two accepted-but-unrecorded messages on one connection
+        composed = self.composer.compose_from(batch, row)
         if composed is None:  # the recipient's address bounced: hold until corrected
             _mark(self.engine, row_id, self.owner, state=HELD)
             stats.held += 1
             return
         await self._pace()
         try:
-            await smtp.send(composed.raw, mail_from=composed.mail_from, rcpt_to=composed.rcpt_to)
+            # the previous rows are committed before DATA: never two accepted-but-unrecorded messages on
+            # one connection; MAIL and RCPT's round trips let the other connections' rows join that commit
+            await smtp.send(composed.raw, mail_from=composed.mail_from, rcpt_to=composed.rcpt_to, before_data=marks.flush)
         except RelayRejectedError as exc:
             _mark(self.engine, row_id, self.owner, state=PENDING, attempts=row.attempts - 1)
             stats.paused = str(exc)

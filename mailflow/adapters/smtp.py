@@ -46,6 +46,7 @@ import logging
 import re
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from types import TracebackType
@@ -154,7 +155,7 @@ def translate_error(exc: BaseException, phase: str = "send") -> DeliveryError:
     return TransientDeliveryError(f"SMTP {phase} failed: {type(exc).__name__}")
 
 
-async def _transaction(client: aiosmtplib.SMTP, mail_from: str, rcpt_to: str, message: bytes) -> str:
+async def _transaction(client: aiosmtplib.SMTP, mail_from: str, rcpt_to: str, message: bytes, before_data: Callable[[], None] | None = None) -> str:
     """MAIL, RCPT, DATA for one recipient: `SMTP.sendmail` without its address parsing.
 
     The addresses were checked by mailflow.core.addresses (plain `local@domain`, ASCII atext, no
@@ -172,6 +173,8 @@ async def _transaction(client: aiosmtplib.SMTP, mail_from: str, rcpt_to: str, me
         reply = await client.execute_command(b"RCPT", b"TO:<" + rcpt_to.encode("ascii") + b">")
         if reply.code not in (250, 251):
             raise aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, rcpt_to)
+        if before_data is not None:
+            before_data()
         reply = await client.data(message)
     except aiosmtplib.SMTPResponseException:
         with contextlib.suppress(ConnectionError, aiosmtplib.SMTPResponseException):
@@ -259,14 +262,18 @@ class SmtpSender:
         assert self._client is not None
         return self._client
 
-    async def send(self, msg: EmailMessage | bytes, *, mail_from: str, rcpt_to: str) -> str:
-        """Send one message to one recipient; return the server's reply text (e.g. a queue id)."""
+    async def send(self, msg: EmailMessage | bytes, *, mail_from: str, rcpt_to: str, before_data: Callable[[], None] | None = None) -> str:
+        """Send one message to one recipient; return the server's reply text (e.g. a queue id).
+
+        `before_data` (bytes only) runs once the relay accepted the envelope, just before DATA: the
+        last moment before this message can be accepted (the outbox records the previous one there).
+        """
         client = await self._connected()
         try:
             if isinstance(msg, EmailMessage):
                 _, reply = await client.send_message(msg, sender=mail_from, recipients=[rcpt_to])
             else:
-                reply = await _transaction(client, check_address(mail_from), check_address(rcpt_to), msg)
+                reply = await _transaction(client, check_address(mail_from), check_address(rcpt_to), msg, before_data)
         except aiosmtplib.SMTPException as exc:
             if not client.is_connected:
                 self._client = None

@@ -74,9 +74,7 @@ async def test_send_bytes_records_envelope_and_exact_bytes(smtp_server: Recordin
         ("rcpt_to", "Ann <ann@example.test>"),
     ],
 )
-async def test_bytes_path_refuses_unsafe_envelope_addresses_before_sending(
-    smtp_server: RecordingSMTPServer, field: str, bad: str
-) -> None:
+async def test_bytes_path_refuses_unsafe_envelope_addresses_before_sending(smtp_server: RecordingSMTPServer, field: str, bad: str) -> None:
     """The bytes path puts the addresses on the command line as they are: they must be plain."""
     from mailflow.core.addresses import UnsafeHeaderError
 
@@ -113,6 +111,22 @@ async def test_idle_connection_is_probed_and_reused(smtp_server: RecordingSMTPSe
         await send_one(sender)
         await send_one(sender)
     assert smtp_server.connections == 1
+
+
+async def test_before_data_runs_once_the_envelope_is_accepted_and_before_the_message_is(
+    smtp_server: RecordingSMTPServer,
+) -> None:
+    """The outbox commits the previous message there: after RCPT's 250, before DATA can be accepted."""
+    seen: list[int] = []
+    smtp_server.script("RCPT", "550 5.1.1 unknown user")
+    async with SmtpSender(config(smtp_server)) as sender:
+        with pytest.raises(PermanentDeliveryError):
+            await sender.send(RAW, mail_from="bounce+x@example.test", rcpt_to="ann@example.test", before_data=lambda: seen.append(-1))
+        assert seen == []  # refused envelope: not called
+        await sender.send(
+            RAW, mail_from="bounce+x@example.test", rcpt_to="ann@example.test", before_data=lambda: seen.append(len(smtp_server.messages))
+        )
+    assert seen == [0] and len(smtp_server.messages) == 1  # called once, before the relay had the message
 
 
 async def test_451_three_times_then_250(smtp_server: RecordingSMTPServer) -> None:
