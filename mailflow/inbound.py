@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, insert, or_, text
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from mailflow.adapters.db import session_scope
@@ -109,7 +110,7 @@ class Chunk:
         ids = {c.message_id for i in todo for c in i.claims}
         mids = {m for i in todo for m in _outbox_ids(i.parsed)}
         rows = list(session.connection().execute(
-            select(table.c.id, table.c.message_id, table.c.person_id, table.c.pair_id, table.c.kind)
+            sa_select(table.c.id, table.c.message_id, table.c.person_id, table.c.pair_id, table.c.kind)
             .where(or_(table.c.id.in_(ids), table.c.message_id.in_(mids)))
         ))  # fmt: skip
         by_id = {r.id: r for r in rows}
@@ -145,7 +146,9 @@ class Chunk:
             record["id"] = next(self.ids)
             self.deferred.insert(_INBOUND, [record])
         else:
-            record["id"] = int(self.conn.execute(insert(_INBOUND), record).inserted_primary_key[0])
+            key = self.conn.execute(insert(_INBOUND), record).inserted_primary_key
+            assert key is not None
+            record["id"] = int(key[0])
         return int(record["id"])
 
     def person(self, person_id: int) -> Person | None:

@@ -100,11 +100,11 @@ class InboxReader:
             results = self.processor.process_chunk([(f.uid, f.raw) for f in chunk], self.clock(), uidvalidity=uidvalidity)
             moves = {}
             for fetched, result in zip(chunk, results, strict=True):
-                outcome = self._settled(fetched, result, uidvalidity, attempts)
-                if outcome is not None:
-                    moves.setdefault(outcome.folder, []).append(fetched.uid)
+                settled = self._settled(fetched, result, uidvalidity, attempts)
+                if settled is not None:
+                    moves.setdefault(settled.folder, []).append(fetched.uid)
                     attempts.pop(str(fetched.uid), None)
-                    counts[outcome.label] = counts.get(outcome.label, 0) + 1
+                    counts[settled.label] = counts.get(settled.label, 0) + 1
             await _move(mailbox, moves)  # only now: every outcome above is committed
         self._save_attempts(uidvalidity, attempts)
         return counts

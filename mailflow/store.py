@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, case, func, insert, true, update
+from sqlalchemy import select as sa_select
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
@@ -28,7 +29,7 @@ from mailflow.core.model import (
 from mailflow.errors import NotFoundError
 
 
-def pair_view(pair: Pair, people: dict[int, Person]) -> PairView:
+def pair_view(pair: Pair, people: Mapping[int, Person]) -> PairView:
     return PairView(
         ref=pair.ref,
         state=State(pair.state),
@@ -108,7 +109,7 @@ def event_logs(session: Session, pair_ids: Sequence[int]) -> dict[int, list[Even
     if pair_ids:
         t = _EVENTS
         columns = (t.c.pair_id, t.c.at, t.c.kind, t.c.who, t.c.intent, t.c.email_kind, t.c.slot, t.c.flag, t.c.reason, t.c.data)
-        query = select(*columns).where(t.c.pair_id.in_(pair_ids)).order_by(t.c.id)
+        query = sa_select(*columns).where(t.c.pair_id.in_(pair_ids)).order_by(t.c.id)
         for pair_id, *values in session.connection().execute(query):  # plain tuples: a pair's log is read whole
             out[pair_id].append(_event(*values))
     return out

@@ -248,7 +248,7 @@ class ImapMailbox:
         """All UIDs in the folder, ascending (only those > since_uid when given)."""
         criteria = "ALL" if since_uid is None else f"UID {since_uid + 1}:*"
         response = await self._ok("search", self._imap.uid_search(criteria, charset=None))
-        found = []
+        found: list[int] = []
         for line in response.lines[:-1]:  # only all-digit lines: the SEARCH result
             tokens = bytes(line).split()
             if all(t.isdigit() for t in tokens):
