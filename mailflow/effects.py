@@ -7,6 +7,9 @@ Order inside one transaction (the caller commits once):
       RaiseFlag/ClearFlag -> the flags projection), the state change is compare-and-set;
   3. next_due_at is stored for the indexed selection of due pairs.
 decide() iterates to its own fixed point, so one call per transaction is enough.
+Events and the pair's columns are written through Core (no ORM object per event; the Pair object gets the
+written values as committed state, so a later flush does not write them again); the inbox defers them to
+write a whole chunk's at once.
 """
 
 from __future__ import annotations

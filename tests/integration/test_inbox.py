@@ -314,10 +314,10 @@ async def test_one_failing_message_in_a_chunk_fails_alone_and_is_quarantined_aft
 
 
 async def test_a_chunk_that_fails_as_a_whole_is_applied_one_message_at_a_time(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mailflow import inbound
+    from mailflow.chunk import Chunk
 
     calls = []
-    real = inbound.Chunk.read.__func__  # type: ignore[attr-defined]
+    real = Chunk.read.__func__  # type: ignore[attr-defined]
 
     def read(cls, session, items):  # type: ignore[no-untyped-def]
         calls.append(len(items))
@@ -325,7 +325,7 @@ async def test_a_chunk_that_fails_as_a_whole_is_applied_one_message_at_a_time(wo
             raise RuntimeError("the chunk's reads fail")
         return real(cls, session, items)
 
-    monkeypatch.setattr(inbound.Chunk, "read", classmethod(read))
+    monkeypatch.setattr(Chunk, "read", classmethod(read))
     (intro1,) = world.sent("introduction", to="mentee1@example.net")
     (intro2,) = world.sent("introduction", to="mentee2@example.net")
     world.deliver(world.reply_to(intro1, "Bonjour, tout va bien."))
