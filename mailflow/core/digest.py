@@ -38,7 +38,8 @@ class PairFacts:
     mentor: PersonFacts
     mentee: PersonFacts
     paused_until: date | None = None
-    intro_on: date | None = None  # local date of the introduction (day 0 of the first-contact window)
+    # local date of the introduction (day 0 of the first-contact window); read, and so gathered, only while awaiting first contact
+    intro_on: date | None = None
 
     def person(self, who: Role | None) -> PersonFacts:
         return self.mentor if who is Role.MENTOR else self.mentee
