@@ -69,6 +69,16 @@ def backoff_s(attempts: int, first_s: float, max_s: float) -> float:
     return min(max_s, first_s * (2 ** max(0, attempts - 1)))
 
 
+def claim_limit(rate_per_minute: int, lease_s: float) -> int:
+    """How many rows one claim may lease: what the rate limit sends in half the lease.
+
+    Every row of a claim is leased when it is claimed; a row still queued when its lease expires
+    could be claimed again by another instance and sent twice. At the default 600/min and a 120 s
+    lease that is 600 rows; a relay limited to 60/min gets claims of 60.
+    """
+    return max(1, int(rate_per_minute / 60 * lease_s / 2))
+
+
 def release_stale(engine: Engine, now: datetime, *, all_sending: bool = False) -> int:
     """Make crashed sends claimable again (same row, same Message-ID)."""
     with session_scope(engine) as session:
@@ -195,7 +205,9 @@ class OutboxSender:
         self._interval_s = 60.0 / settings.smtp.rate_per_minute
         self._next_slot = 0.0
         # the lease outlives any send (timeouts included); in clock seconds when the clock runs fast
-        self._lease_s = max(60.0, settings.smtp.timeout_s * 4) * lease_scale
+        lease_wall_s = max(60.0, settings.smtp.timeout_s * 4)
+        self._lease_s = lease_wall_s * lease_scale
+        self._claim_max = claim_limit(settings.smtp.rate_per_minute, lease_wall_s)
 
     async def _pace(self) -> None:
         now = time.monotonic()
@@ -210,7 +222,7 @@ class OutboxSender:
         now = self.clock()
         if not in_window(now, self.settings.policy()):
             return stats
-        ids = claim(self.engine, now, self.owner, limit, self._lease_s)
+        ids = claim(self.engine, now, self.owner, min(limit, self._claim_max), self._lease_s)
         if not ids:
             return stats
         with Session(self.engine) as session:  # the claim's context in a few queries, not a few per row

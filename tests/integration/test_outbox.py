@@ -233,3 +233,16 @@ async def test_rows_of_a_dead_instance_on_this_host_are_released_at_once(world: 
     assert release_dead_owners(world.engine) == 1  # the dead one's row only; the live lease stays
     states = sorted(r.state for r in rows(world))
     assert states == ["pending", "sending"]
+
+
+@pytest.mark.parametrize(("rate", "timeout_s", "expected"), [(600, 30, 600), (60, 30, 60), (60, 60, 120), (1, 30, 1)])
+def test_a_claim_never_leases_more_than_the_rate_sends_in_half_the_lease(
+    db_url: str, smtp_server: RecordingSMTPServer, rate: int, timeout_s: int, expected: int
+) -> None:
+    """Rows still queued when their lease expires could be claimed by another instance and sent twice."""
+    from mailflow.outbox import claim_limit
+
+    world = World(db_url, smtp_server, None, MAILFLOW_SMTP__RATE_PER_MINUTE=str(rate), MAILFLOW_SMTP__TIMEOUT_S=str(timeout_s))
+    sender = OutboxSender(world.engine, world.settings, "t", lambda: world.now("2026-09-01T09:00"))
+    assert sender._claim_max == expected == claim_limit(rate, max(60.0, timeout_s * 4))
+    assert expected / (rate / 60) <= sender._lease_s / 2  # sending the whole claim takes half the lease at most
