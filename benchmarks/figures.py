@@ -144,7 +144,7 @@ def _prebuilt(engine: Engine, settings: Settings, ids: Sequence[int], n: int, sa
             assert row is not None
             composed = composer.compose(session, row)
             assert composed is not None
-            out.append(composed.message.as_bytes())
+            out.append(composed.raw)  # the exact bytes mailflow sends
     return list(itertools.islice(itertools.cycle(out), n))
 
 

@@ -10,9 +10,6 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from email.message import EmailMessage
-from email.parser import BytesParser
-from email.policy import SMTP
 from typing import Any
 
 from sqlalchemy import select
@@ -45,11 +42,6 @@ class Composed:
     raw: bytes  # the message as sent (CRLF line endings)
     mail_from: str  # the VERP bounce address
     rcpt_to: str
-
-    @property
-    def message(self) -> EmailMessage:
-        """The bytes read back (previews and tests)."""
-        return BytesParser(policy=SMTP).parsebytes(self.raw)  # type: ignore[return-value]
 
 
 @dataclass

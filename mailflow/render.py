@@ -16,9 +16,6 @@ import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from email.message import EmailMessage
-from email.parser import BytesParser
-from email.policy import SMTP
 from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
@@ -410,7 +407,7 @@ def _tidy_text(text: str) -> str:
     return tidy.replace("\n--\n", "\n-- \n") + "\n"  # the signature separator keeps its space
 
 
-# ---- EmailMessage ----
+# ---- the message bytes ----
 
 
 def make_message_id(domain: str) -> str:
@@ -440,7 +437,7 @@ def build_message_bytes(
     The bytes are written by mailflow.core.mail.build (why, and its safety rules: there).
     """
     if date.tzinfo is None:
-        raise ValueError("build_message needs a tz-aware date")
+        raise ValueError("build_message_bytes needs a tz-aware date")
     headers = [
         f"Message-ID: {check_message_id(message_id)}",
         f"Date: {format_datetime(date)}",
@@ -462,12 +459,6 @@ def build_message_bytes(
     if refs:
         headers.append(build.header("References", refs[-10:]))
     return build.alternative(headers, rendered.text, rendered.html)
-
-
-def build_message(rendered: RenderedEmail, **fields: Any) -> EmailMessage:
-    """build_message_bytes(...) read back as an EmailMessage (previews and tests; the outbox sends the bytes)."""
-    raw = build_message_bytes(rendered, **fields)
-    return BytesParser(policy=SMTP).parsebytes(raw)  # type: ignore[return-value]
 
 
 def _addr_spec(addr_spec: str) -> str:
