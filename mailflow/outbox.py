@@ -250,8 +250,14 @@ class OutboxSender:
         return stats
 
     def _release_unsent(self, queue: asyncio.Queue[Any]) -> None:
+        """Rows of the claim never tried (sending paused): pending again, this attempt not counted; one transaction."""
+        ids = []
         while not queue.empty():
-            _mark(self.engine, queue.get_nowait().id, self.owner, state=PENDING, attempts=OutboxMessage.attempts - 1)
+            ids.append(queue.get_nowait().id)
+        if ids:
+            with self.engine.begin() as conn:
+                release = _OUTBOX.update().where(_OUTBOX.c.id.in_(ids), _OUTBOX.c.lease_owner == self.owner)
+                conn.execute(release.values(state=PENDING, attempts=_OUTBOX.c.attempts - 1, lease_owner=None, lease_until=None))
 
     async def _worker(self, queue: asyncio.Queue[Any], batch: Batch, stats: SendStats, marks: SentMarks) -> None:
         async with self.sender_factory() as smtp:

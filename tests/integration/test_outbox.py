@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import timedelta
 
@@ -86,6 +87,16 @@ async def test_554_for_all_pauses(world: World) -> None:
     assert "pending" in {r.state for r in rows(world)} and "failed" not in {r.state for r in rows(world)}
     with Session(world.engine) as s:
         assert show_pair(s, "P01")["flags"] == []
+
+
+async def test_pause_releases_the_rest_of_the_claim_untouched(db_url: str, smtp_server: RecordingSMTPServer) -> None:
+    """Sending pauses on the first row; the claim's other rows go back to pending, no attempt counted."""
+    world = World(db_url, smtp_server, None, MAILFLOW_SMTP__MAX_CONNECTIONS="1")
+    world.import_rows([pair_row(i) for i in range(1, 4)])  # 6 introductions, one connection
+    world.smtp.script("MAIL", "554 5.7.1 relay refuses you")
+    report = await world.run_once("2026-09-01T09:00")
+    assert report.sent.paused and world.smtp.messages == []
+    assert [(r.state, r.attempts, r.lease_owner, r.lease_until) for r in rows(world)] == [("pending", 0, None, None)] * 6
 
 
 async def test_dropped_connection_is_retried(world: World) -> None:
@@ -240,9 +251,23 @@ def test_a_claim_never_leases_more_than_the_rate_sends_in_half_the_lease(
     db_url: str, smtp_server: RecordingSMTPServer, rate: int, timeout_s: int, expected: int
 ) -> None:
     """Rows still queued when their lease expires could be claimed by another instance and sent twice."""
+    from mailflow import outbox as outbox_module
     from mailflow.outbox import claim_limit
 
     world = World(db_url, smtp_server, None, MAILFLOW_SMTP__RATE_PER_MINUTE=str(rate), MAILFLOW_SMTP__TIMEOUT_S=str(timeout_s))
     sender = OutboxSender(world.engine, world.settings, "t", lambda: world.now("2026-09-01T09:00"))
     assert sender._claim_max == expected == claim_limit(rate, max(60.0, timeout_s * 4))
     assert expected / (rate / 60) <= sender._lease_s / 2  # sending the whole claim takes half the lease at most
+    limits: list[int] = []
+    real_claim = outbox_module.claim
+
+    def recording_claim(engine, now, owner, limit, lease_s):  # type: ignore[no-untyped-def]
+        limits.append(limit)
+        return real_claim(engine, now, owner, limit, lease_s)
+
+    outbox_module.claim = recording_claim  # type: ignore[assignment]
+    try:
+        asyncio.run(sender.run_once())
+    finally:
+        outbox_module.claim = real_claim  # type: ignore[assignment]
+    assert limits == [min(1000, expected)]  # run_once claims with it
